@@ -316,8 +316,7 @@ def _host_from_facts(facts: Dict[str, Any], c: Choices) -> Host:
         reasons.append("no working driver yet: planned for driver branch %d "
                        "(llm_assume_driver_branch) from the PCI ids" % driver_major)
     elif status != "ok":
-        raise PlanError("cannot read the GPUs (gpu_facts status %s): %s"
-                        % (status, facts.get("message")))
+        raise PlanError("cannot read the GPUs: %s" % (facts.get("message") or status))
     if driver_major is None:
         raise PlanError("the NVIDIA driver version is unknown (nvidia-smi printed none)")
     if driver_major < BUNDLE_MIN_DRIVER:

@@ -96,12 +96,12 @@ CHOICE_KEYS = ("mode", "quantization", "engine", "max_model_len", "gpu_memory_ut
 
 
 def _where(facts):
-    gpus = (facts or {}).get("gpus") or []
-    if not gpus:
-        return "no GPU (gpu_facts status %s)" % (facts or {}).get("status")
-    names = sorted({"%s (%s MiB)" % (g.get("name"), g.get("memory_total_mib")) for g in gpus})
-    return "%d GPU(s): %s, driver %s" % (len(gpus), ", ".join(names),
-                                          (facts or {}).get("driver_version"))
+    facts = facts if isinstance(facts, dict) else {}
+    gpus = facts.get("gpus") or []
+    if not gpus or facts.get("status") != "ok":
+        return "gpu_facts status %s" % facts.get("status")
+    names = sorted({"%s %s MiB" % (g.get("name"), g.get("memory_total_mib")) for g in gpus})
+    return "%dx GPU: %s, driver %s" % (len(gpus), ", ".join(names), facts.get("driver_version"))
 
 
 def main():
@@ -127,7 +127,7 @@ def main():
     try:
         result = plan(facts, choices)
     except PlanError as exc:
-        module.fail_json(msg="LLM plan failed on %s: %s" % (_where(facts), exc),
+        module.fail_json(msg="LLM plan failed (%s): %s" % (_where(facts), exc),
                          plan_error=str(exc))
     module.exit_json(changed=False, ansible_facts={"llm_plan": result.to_dict()},
                      summary=summary(result))

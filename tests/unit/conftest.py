@@ -24,7 +24,7 @@ for _p in (str(REPO / "plugins" / "modules"), str(REPO / "plugins" / "filter")):
 
 #: Which fixture file answers which nvidia-smi call (see fake_nvidia_smi).
 FAKE_SMI = r"""#!/bin/sh
-D='%s'
+D='@FIXTURE_DIR@'
 case "$*" in
   *--query-gpu=*compute_cap*) name=query-gpu-facts.csv ;;
   *--query-gpu=*) name=query-fallback.csv ;;
@@ -53,7 +53,7 @@ def fake_nvidia_smi(tmp_path):
         workdir = tmp_path / "fake"
         workdir.mkdir(exist_ok=True)
         script = workdir / ("nvidia-smi-" + card)
-        script.write_text(FAKE_SMI % src)
+        script.write_text(FAKE_SMI.replace("@FIXTURE_DIR@", str(src)))
         script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         return str(script)
 
