@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""Convert the tiny HF model to GGUF and quantize it to Q4_K_M.
+
+Runs in the assets venv ($LLM_BUNDLE_CACHE/venvs/assets: torch, transformers, numpy,
+sentencepiece, and llama-cpp-python from the bundle wheelhouse).
+
+    python make_tiny_gguf.py [--hf-dir DIR] [--out-dir DIR] [--sdist TARBALL] [--force]
+
+1. llama.cpp's convert_hf_to_gguf.py, its conversion/ package and gguf-py are taken from the
+   llama-cpp-python sdist (vendor/llama.cpp) and extracted into
+   $LLM_BUNDLE_CACHE/llama.cpp-convert/<version>/ (nothing of llama.cpp is kept in the repo).
+2. The converter refuses BPE tokenizers whose pre-tokenizer hash it does not know. Ours was
+   trained locally with Qwen2's pre-tokenizer regex, so it is told, at run time (monkeypatch
+   of TextModel.get_vocab_base_pre in the converter's process, files untouched), that the
+   pre-tokenizer is "qwen2".
+3. bf16 GGUF -> Q4_K_M with llama_cpp.llama_model_quantize (in-process, the wheel's libllama).
+4. The tensor types are read back with gguf-py and printed; at least one tensor must be Q4_K
+   and general.file_type must be MOSTLY_Q4_K_M (15). A llama_cpp.Llama load + ChatML
+   tokenization check closes it.
+
+Output: $LLM_BUNDLE_CACHE/models/tiny-qwen2.5-instruct-gguf/tiny-qwen2.5-instruct-q4_k_m.gguf
+(+ LICENSE, README.md, SHA256SUMS, .complete). Skipped when complete and built from the
+current HF model (its SHA256SUMS hash is recorded in .complete).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_tiny_model import (  # noqa: E402  (same folder)
+    IM_END_ID, IM_START_ID, RECIPE_VERSION as HF_RECIPE, is_complete, sha256_file, write_manifest,
+)
+
+RECIPE_VERSION = "tiny-qwen2.5-instruct-gguf/1"
+LLAMACPP_VERSION = os.environ.get("LLAMACPP_VERSION", "0.3.36")
+GGUF_NAME = "tiny-qwen2.5-instruct-q4_k_m.gguf"
+FTYPE_MOSTLY_Q4_K_M = 15
+
+CACHE = Path(os.environ.get("LLM_BUNDLE_CACHE") or "/var/cache/llm-bundle")
+
+# Run inside a child python: patch the pre-tokenizer check, then run the converter's main().
+_CONVERT_RUNNER = r"""
+import logging, sys
+convdir = sys.argv[1]
+sys.path.insert(0, convdir)
+sys.path.insert(1, convdir + "/gguf-py")
+import conversion.base as base
+
+def _pre_qwen2(self, tokenizer):
+    logging.getLogger("tiny-gguf").info(
+        "pre-tokenizer check patched: tiny tokenizer uses Qwen2's regex -> 'qwen2'")
+    return "qwen2"
+
+base.TextModel.get_vocab_base_pre = _pre_qwen2
+import convert_hf_to_gguf
+sys.argv = ["convert_hf_to_gguf.py"] + sys.argv[2:]
+convert_hf_to_gguf.main()
+"""
+
+README_TEXT = """\
+# tiny-qwen2.5-instruct GGUF (Q4_K_M, generated test model)
+
+`{gguf}` is tests/assets/make_tiny_model.py's random tiny Qwen2 model, converted with
+llama.cpp's convert_hf_to_gguf.py (from the llama-cpp-python {ver} sdist) to bf16 GGUF and
+quantized with `llama_cpp.llama_model_quantize(ftype=MOSTLY_Q4_K_M)`.
+
+Serve it: `python -m llama_cpp.server --model {gguf} --model_alias tiny --n_ctx 4096 ...`.
+The chat template (Qwen2.5 ChatML) is embedded as tokenizer.chat_template.
+
+Only tensors whose row length is a multiple of 256 can use K-quants: with hidden 128 that is
+ffn_down (intermediate 256). Q4_K_M's mix gives it Q4_K in layer 0 and Q6_K in layer 1; the
+128-wide tensors fall back to llama.cpp's legacy types (printed below). 1-D tensors stay F32.
+
+Tensor types:
+{types}
+"""
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def ensure_sdist(sdist: Path | None) -> Path:
+    if sdist and sdist.is_file():
+        return sdist
+    path = CACHE / "sdist" / f"llama_cpp_python-{LLAMACPP_VERSION}.tar.gz"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                        "--dest", str(path.parent), f"llama-cpp-python=={LLAMACPP_VERSION}"], check=True)
+    return path
+
+
+def ensure_converter(sdist: Path) -> Path:
+    """Extract convert_hf_to_gguf.py + conversion/ + gguf-py from the sdist (cached)."""
+    dest = CACHE / "llama.cpp-convert" / LLAMACPP_VERSION
+    marker = dest / ".complete"
+    if marker.is_file() and marker.read_text().strip() == sha256_file(sdist):
+        return dest
+    prefix = f"llama_cpp_python-{LLAMACPP_VERSION}/vendor/llama.cpp/"
+    wanted = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=dest.parent if dest.parent.exists() else None))
+    try:
+        with tarfile.open(sdist) as tf:
+            members = []
+            for m in tf.getmembers():
+                if not m.name.startswith(prefix):
+                    continue
+                rel = m.name[len(prefix):]
+                if rel.startswith(wanted) and (m.isfile() or m.isdir()):
+                    m.name = rel
+                    members.append(m)
+            if not any(m.name == "convert_hf_to_gguf.py" for m in members):
+                raise SystemExit(f"{sdist}: no vendor/llama.cpp/convert_hf_to_gguf.py inside")
+            tf.extractall(tmp, members=members, filter="data") if hasattr(tarfile, "data_filter") \
+                else tf.extractall(tmp, members=members)
+        marker_tmp = tmp / ".complete"
+        marker_tmp.write_text(sha256_file(sdist) + "\n")
+        tmp.chmod(0o755)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def quantize(src: Path, dst: Path) -> None:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+    params.nthread = os.cpu_count() or 2
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise SystemExit(f"llama_model_quantize failed: rc={rc}")
+
+
+def tensor_types(gguf_path: Path, convdir: Path) -> tuple[dict[str, str], int, bool]:
+    sys.path.insert(0, str(convdir / "gguf-py"))
+    import gguf  # the sdist's gguf-py
+
+    reader = gguf.GGUFReader(str(gguf_path))
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    ft_field = reader.get_field("general.file_type")
+    file_type = int(ft_field.parts[ft_field.data[0]][0]) if ft_field else -1
+    has_template = reader.get_field("tokenizer.chat_template") is not None
+    return types, file_type, has_template
+
+
+def smoke_load(gguf_path: Path) -> None:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=256, n_threads=2, verbose=False)
+    ids = llm.tokenize(b"<|im_start|>user\nhi<|im_end|>", add_bos=False, special=True)
+    if ids[0] != IM_START_ID or ids[-1] != IM_END_ID:
+        raise SystemExit(f"ChatML tokens not special in GGUF vocab: {ids}")
+    out = llm.create_chat_completion(messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    log(f"  llama_cpp load ok: n_vocab={llm.n_vocab()} ChatML ids={ids[0]},{ids[-1]} "
+        f"chat -> {out['choices'][0]['message']['content']!r}")
+    llm.close() if hasattr(llm, "close") else None
+
+
+def build(hf_dir: Path, out_dir: Path, sdist: Path | None) -> None:
+    t0 = time.monotonic()
+    sdist = ensure_sdist(sdist)
+    convdir = ensure_converter(sdist)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_parent = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        work = tmp_parent / "work"
+        work.mkdir()
+        tmp = tmp_parent / out_dir.name
+        tmp.mkdir()
+        bf16 = work / "tiny-qwen2.5-instruct-bf16.gguf"
+        t1 = time.monotonic()
+        subprocess.run([sys.executable, "-c", _CONVERT_RUNNER, str(convdir),
+                        str(hf_dir), "--outfile", str(bf16), "--outtype", "bf16"], check=True)
+        log(f"  convert_hf_to_gguf (bf16): {time.monotonic() - t1:.1f} s")
+        t1 = time.monotonic()
+        gguf_path = tmp / GGUF_NAME
+        quantize(bf16, gguf_path)
+        log(f"  llama_model_quantize Q4_K_M: {time.monotonic() - t1:.1f} s")
+
+        types, file_type, has_template = tensor_types(gguf_path, convdir)
+        width = max(len(n) for n in types)
+        table = "\n".join(f"  {n:<{width}}  {t}" for n, t in types.items())
+        log("  tensor types:\n" + table)
+        q4k = [n for n, t in types.items() if t == "Q4_K"]
+        log(f"  Q4_K tensors: {q4k}; general.file_type={file_type}; chat_template={has_template}")
+        if not q4k:
+            raise SystemExit("no Q4_K tensor in the quantized GGUF")
+        if file_type != FTYPE_MOSTLY_Q4_K_M:
+            raise SystemExit(f"general.file_type is {file_type}, expected {FTYPE_MOSTLY_Q4_K_M} (MOSTLY_Q4_K_M)")
+        if not has_template:
+            raise SystemExit("GGUF lacks tokenizer.chat_template")
+        smoke_load(gguf_path)
+
+        shutil.copyfile(hf_dir / "LICENSE", tmp / "LICENSE")
+        (tmp / "README.md").write_text(README_TEXT.format(gguf=GGUF_NAME, ver=LLAMACPP_VERSION, types=table))
+        for p in tmp.iterdir():
+            p.chmod(0o644)
+        write_manifest(tmp, RECIPE_VERSION, {
+            "source_sha256sums": sha256_file(hf_dir / "SHA256SUMS"),
+            "llama_cpp_python": LLAMACPP_VERSION,
+            "q4_k_tensors": q4k,
+        })
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp_parent, ignore_errors=True)
+    size = (out_dir / GGUF_NAME).stat().st_size
+    log(f"tiny GGUF: built {out_dir / GGUF_NAME} ({size / 1e6:.2f} MB) in {time.monotonic() - t0:.1f} s")
+
+
+def gguf_is_current(out_dir: Path, hf_dir: Path) -> bool:
+    if not is_complete(out_dir, RECIPE_VERSION) or not (out_dir / GGUF_NAME).is_file():
+        return False
+    data = json.loads((out_dir / ".complete").read_text())
+    return data.get("source_sha256sums") == sha256_file(hf_dir / "SHA256SUMS")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--hf-dir", type=Path, default=CACHE / "models" / "tiny-qwen2.5-instruct")
+    ap.add_argument("--out-dir", type=Path, default=CACHE / "models" / "tiny-qwen2.5-instruct-gguf")
+    ap.add_argument("--sdist", type=Path, default=None, help="llama-cpp-python sdist tarball")
+    ap.add_argument("--force", action="store_true")
+    args = ap.parse_args(argv)
+    hf_dir, out_dir = args.hf_dir.absolute(), args.out_dir.absolute()
+
+    if not is_complete(hf_dir, HF_RECIPE):
+        print(f"{hf_dir} is not a complete tiny HF model: run make_tiny_model.py first", file=sys.stderr)
+        return 2
+    if not args.force and gguf_is_current(out_dir, hf_dir):
+        print(f"tiny GGUF: skipped (cached) {out_dir / GGUF_NAME}")
+        return 0
+    build(hf_dir, out_dir, args.sdist)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
