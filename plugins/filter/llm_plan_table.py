@@ -68,6 +68,7 @@ def plan_table(hostvars, hosts):
     rows = plan_rows(hostvars, hosts)
     full = [r for r in rows if len(r) == len(COLUMNS)]
     widths = [max([len(c)] + [len(r[i]) for r in full]) for i, c in enumerate(COLUMNS)]
+    widths[0] = max([widths[0]] + [len(r[0]) for r in rows])
 
     def line(cells):
         return "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(cells)).rstrip()

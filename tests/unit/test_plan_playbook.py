@@ -1,0 +1,92 @@
+"""playbooks/plan.yml end-to-end: ansible-playbook --check on local hosts with fake nvidia-smi.
+
+Also imports plan.yml the way site.yml does and checks that a later play sees llm_plan,
+and that one failed host stops the run before any later play while the table still shows
+every host.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FAKE_SMI, NVSMI, REPO, SYSFS
+
+BIN = Path(sys.executable).parent
+PLAYBOOK = shutil.which("ansible-playbook", path=str(BIN)) or shutil.which("ansible-playbook")
+
+pytestmark = pytest.mark.skipif(PLAYBOOK is None, reason="ansible-playbook not installed")
+
+
+def _inventory(tmp_path, hosts):
+    lines = ["[llm]"]
+    for host, card, extra in hosts:
+        smi = tmp_path / ("nvidia-smi-" + host)
+        if card:
+            smi.write_text(FAKE_SMI.replace("@FIXTURE_DIR@", str(NVSMI / card)))
+            smi.chmod(0o755)
+        lines.append("%s ansible_connection=local ansible_python_interpreter=%s "
+                     "gpu_facts_nvidia_smi_path=%s gpu_facts_sysfs_root=%s %s"
+                     % (host, sys.executable, smi, SYSFS / "empty", extra))
+    inv = tmp_path / "hosts.ini"
+    inv.write_text("\n".join(lines) + "\n")
+    site = tmp_path / "site.yml"
+    site.write_text(
+        "- import_playbook: %s\n"
+        "- name: A later stage\n"
+        "  hosts: all\n"
+        "  gather_facts: false\n"
+        "  tasks:\n"
+        "    - ansible.builtin.debug:\n"
+        "        msg: \"LATER {{ inventory_hostname }} {{ llm_plan.engine }} "
+        "{{ llm_plan.quantization }} {{ llm_plan.max_model_len }}\"\n"
+        % (REPO / "playbooks" / "plan.yml"))
+    return inv, site
+
+
+def _run(tmp_path, inv, playbook):
+    env = dict(os.environ, ANSIBLE_FACT_CACHING="memory", ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"),
+               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    proc = subprocess.run([PLAYBOOK, "-i", str(inv), str(playbook), "--check"], cwd=str(REPO),
+                          env=env, capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_plan_playbook_plans_every_host_in_check_mode_and_later_plays_see_llm_plan(tmp_path):
+    inv, site = _inventory(tmp_path, [
+        ("big", "h200", ""), ("small", "rtx3060", ""), ("aws", "a10g", ""),
+        ("demo", "no-devices", "llm_mode=cpu"),
+        ("long", "h200", "llm_max_model_len=131072"),
+    ])
+    rc, out = _run(tmp_path, inv, site)
+    assert rc == 0, out
+    assert "LATER big vllm bf16 32768" in out
+    assert "LATER small llamacpp gguf_q4_k_m 32768" in out
+    assert "LATER aws vllm bf16 32768" in out
+    assert "LATER demo vllm bf16 4096" in out
+    assert "LATER long vllm bf16 131072" in out
+    assert "changed=0" in out and "changed=1" not in out
+    table = [ln.strip() for ln in out.splitlines()]
+    assert any(ln.startswith("small") and "gguf_q4_k_m" in ln and "llamacpp" in ln
+               for ln in table), out
+    assert any(ln.startswith("aws") and "vllm cu129" in ln for ln in table), out
+
+
+def test_plan_playbook_stops_the_run_listing_every_failed_host(tmp_path):
+    inv, site = _inventory(tmp_path, [
+        ("good", "rtx4090", ""), ("broken", "garbage", ""), ("nogpu", "no-devices", ""),
+        ("tiny", "rtx3060", "llm_quantization=bf16"),
+    ])
+    rc, out = _run(tmp_path, inv, site)
+    assert rc != 0
+    assert "LATER" not in out  # nothing after the plan ran
+    assert "LLM plan failed on 3 host(s):" in out
+    assert "nogpu: LLM plan failed (gpu_facts status no_gpu): no NVIDIA GPU found" in out
+    assert "broken: LLM plan failed (gpu_facts status error): cannot read the GPUs" in out
+    assert "tiny: LLM plan failed (1x GPU: NVIDIA GeForce RTX 3060 12288 MiB, driver " \
+           "550.163.01): bf16 weights need 14.19 GiB" in out
+    table = [ln.strip() for ln in out.splitlines()]
+    assert any(ln.startswith("good") and "vllm cu130" in ln for ln in table), out
