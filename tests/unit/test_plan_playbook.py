@@ -28,9 +28,10 @@ def _inventory(tmp_path, hosts):
         if card:
             smi.write_text(FAKE_SMI.replace("@FIXTURE_DIR@", str(NVSMI / card)))
             smi.chmod(0o755)
+        if "gpu_facts_sysfs_root=" not in extra:
+            extra += " gpu_facts_sysfs_root=%s" % (SYSFS / "empty")
         lines.append("%s ansible_connection=local ansible_python_interpreter=%s "
-                     "gpu_facts_nvidia_smi_path=%s gpu_facts_sysfs_root=%s %s"
-                     % (host, sys.executable, smi, SYSFS / "empty", extra))
+                     "gpu_facts_nvidia_smi_path=%s %s" % (host, sys.executable, smi, extra))
     inv = tmp_path / "hosts.ini"
     inv.write_text("\n".join(lines) + "\n")
     site = tmp_path / "site.yml"
@@ -60,6 +61,8 @@ def test_plan_playbook_plans_every_host_in_check_mode_and_later_plays_see_llm_pl
         ("big", "h200", ""), ("small", "rtx3060", ""), ("aws", "a10g", ""),
         ("demo", "no-devices", "llm_mode=cpu"),
         ("long", "h200", "llm_max_model_len=131072"),
+        ("bare", None, "nvidia_driver_branch=580 gpu_facts_sysfs_root=%s"
+         % (SYSFS / "rtx4090")),
     ])
     rc, out = _run(tmp_path, inv, site)
     assert rc == 0, out
@@ -68,6 +71,7 @@ def test_plan_playbook_plans_every_host_in_check_mode_and_later_plays_see_llm_pl
     assert "LATER aws vllm bf16 32768" in out
     assert "LATER demo vllm bf16 4096" in out
     assert "LATER long vllm bf16 131072" in out
+    assert "LATER bare vllm bf16 32768" in out  # no driver yet: planned for branch 580
     assert "changed=0" in out and "changed=1" not in out
     table = [ln.strip() for ln in out.splitlines()]
     assert any(ln.startswith("small") and "gguf_q4_k_m" in ln and "llamacpp" in ln
