@@ -37,7 +37,8 @@ def plan_rows(hostvars, hosts):
         hv = _get(hostvars, host, {}) or {}
         plan = _get(hv, "llm_plan", {}) or {}
         if not _true(_get(hv, "llm_plan_ok", False)) or not plan:
-            error = _get(hv, "llm_plan_error", "") or "no plan (host unreachable or gpu_facts failed)"
+            error = (_get(hv, "llm_plan_error", "")
+                     or "no plan (host unreachable or gpu_facts failed)")
             rows.append((str(host), "FAILED: " + " ".join(str(error).split())))
             continue
         if plan.get("mode") == "cpu":

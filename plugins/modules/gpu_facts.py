@@ -11,8 +11,10 @@ DOCUMENTATION = r"""
 module: gpu_facts
 short_description: Read NVIDIA GPUs, driver and CUDA driver version into C(gpu_facts)
 description:
-  - Runs C(nvidia-smi --query-gpu=index,name,uuid,memory.total,memory.used,compute_cap,pci.bus_id,driver_version,mig.mode.current --format=csv,noheader,nounits)
-    and C(nvidia-smi --version), and scans the PCI bus for NVIDIA devices.
+  - Runs C(nvidia-smi --query-gpu=<fields> --format=csv,noheader,nounits) with the
+    fields index, name, uuid, memory.total, memory.used, compute_cap, pci.bus_id,
+    driver_version, mig.mode.current; then C(nvidia-smi --version); and scans the PCI
+    bus for NVIDIA devices.
   - On 470 drivers C(compute_cap) is not a valid field; the query is retried without it
     and the compute capability is taken from a GPU name table.
   - Never fails on odd output; C(gpu_facts.status) says what was found.
