@@ -80,6 +80,17 @@ class Choices:
 
 @dataclass
 class Plan:
+    """The llm_plan fact. Roles consume these keys; keep the names.
+
+    gpu_memory_utilization is vLLM's --gpu-memory-utilization; for llama.cpp it is only the
+    safety fraction the sizing used. hf_overrides is vLLM's --hf-overrides (YaRN above
+    32768; a llama.cpp role translates it to its --rope-scaling yarn flags).
+    max_num_seqs/max_num_batched_tokens are 1/512 (n_batch) for llama.cpp, whose
+    kv_cache_tokens equals max_model_len (n_ctx). vllm_index_url / vllm_torch_index_url are
+    extra indexes for the +cu129 wheel ("" = PyPI). model_repo is the HF repo of the chosen
+    quantization. gpu_name/vram_mib describe the smallest GPU (mixed GPUs).
+    """
+
     mode: str
     engine: str
     quantization: str
