@@ -1,0 +1,55 @@
+# The README's two commands: `make demo` and `make test`. Every setup step is idempotent and
+# skipped when already done; expensive things are cached under $(LLM_BUNDLE_CACHE).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+export LLM_BUNDLE_CACHE ?= /var/cache/llm-bundle
+export CONTAINERS_CONF ?= $(CURDIR)/tests/testhost/containers.conf
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PIP_CACHE_DIR ?= $(LLM_BUNDLE_CACHE)/pip
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+SCENARIOS ?= default
+STAMP = bash tests/stage.sh
+
+.PHONY: help setup host-packages venv image ssh-key assets lint unit molecule test demo demo-destroy clean
+
+help:
+	@echo "make demo     deploy the stack onto a local systemd test host and print how to reach it"
+	@echo "make test     lint + unit tests + molecule scenarios ($(SCENARIOS))"
+	@echo "make demo-destroy   remove the demo test host"
+
+host-packages:
+	@$(STAMP) host-packages bash tests/testhost/install-host-packages.sh
+
+venv:
+	@$(STAMP) venv bash tests/testhost/make-venv.sh $(VENV)
+
+image: host-packages
+	@$(STAMP) image bash tests/testhost/build-image.sh bookworm
+
+ssh-key:
+	@mkdir -p $(LLM_BUNDLE_CACHE)/ssh && chmod 700 $(LLM_BUNDLE_CACHE)/ssh
+	@test -s $(LLM_BUNDLE_CACHE)/ssh/id_ed25519 || ssh-keygen -q -t ed25519 -N '' -C llm-bundle-test -f $(LLM_BUNDLE_CACHE)/ssh/id_ed25519
+
+setup: host-packages venv image ssh-key
+
+lint: venv
+	@$(STAMP) yamllint yamllint --strict .
+	@$(STAMP) ansible-lint ansible-lint --profile production
+
+unit: venv
+	@$(STAMP) unit pytest -q tests/unit
+
+molecule: setup
+	@for s in $(SCENARIOS); do $(STAMP) "molecule $$s" molecule test -s $$s || exit 1; done
+
+test: setup lint unit molecule
+	@echo "make test: all stages passed"
+
+demo: setup
+	@$(STAMP) demo bash tests/demo.sh up
+
+demo-destroy:
+	@bash tests/demo.sh down
