@@ -32,6 +32,18 @@ fi
 
 start=$(date +%s)
 
+# toolchain: a C/C++ compiler is needed (cmake/ninja come from PyPI via build isolation when
+# the system has none or too old ones). Install it on Debian/Ubuntu when missing and root.
+if ! command -v c++ >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "no C/C++ compiler: installing build-essential"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential
+  else
+    echo "a C/C++ compiler (gcc/g++) is needed to build llama-cpp-python" >&2
+    exit 1
+  fi
+fi
+
 # 1) the sdist (also needed later for convert_hf_to_gguf.py); reused when present
 SDIST="$SDIST_DIR/llama_cpp_python-$VER.tar.gz"
 if [ ! -f "$SDIST" ]; then
