@@ -47,7 +47,9 @@ fi
 # 1) the sdist (also needed later for convert_hf_to_gguf.py); reused when present
 SDIST="$SDIST_DIR/llama_cpp_python-$VER.tar.gz"
 if [ ! -f "$SDIST" ]; then
-  "$PY" -m pip download --no-deps --no-binary :all: --dest "$SDIST_DIR" "llama-cpp-python==$VER"
+  # --no-binary for THIS package only: ":all:" would also build every build dependency
+  # (scikit-build-core, hatchling, setuptools...) from source, minutes for nothing.
+  "$PY" -m pip download --no-deps --no-binary llama-cpp-python --dest "$SDIST_DIR" "llama-cpp-python==$VER"
 fi
 [ -f "$SDIST" ] || { echo "sdist not found: $SDIST" >&2; exit 1; }
 

@@ -96,7 +96,7 @@ def ensure_sdist(sdist: Path | None) -> Path:
     path = CACHE / "sdist" / f"llama_cpp_python-{LLAMACPP_VERSION}.tar.gz"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "llama-cpp-python",
                         "--dest", str(path.parent), f"llama-cpp-python=={LLAMACPP_VERSION}"], check=True)
     return path
 
