@@ -10,10 +10,10 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PIP_CACHE_DIR ?= $(LLM_BUNDLE_CACHE)/pip
 VENV := $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
-SCENARIOS ?= default
+SCENARIOS ?= default vllm llamacpp driver
 STAMP = bash tests/stage.sh
 
-.PHONY: help setup host-packages venv image ssh-key assets lint unit molecule test demo demo-destroy clean
+.PHONY: help setup host-packages venv image ssh-key assets lint unit molecule test demo demo-destroy
 
 help:
 	@echo "make demo     deploy the stack onto a local systemd test host and print how to reach it"
@@ -33,7 +33,11 @@ ssh-key:
 	@mkdir -p $(LLM_BUNDLE_CACHE)/ssh && chmod 700 $(LLM_BUNDLE_CACHE)/ssh
 	@test -s $(LLM_BUNDLE_CACHE)/ssh/id_ed25519 || ssh-keygen -q -t ed25519 -N '' -C llm-bundle-test -f $(LLM_BUNDLE_CACHE)/ssh/id_ed25519
 
-setup: host-packages venv image ssh-key
+assets:
+	@$(STAMP) assets bash tests/assets/build.sh
+	@$(STAMP) torch-cpu-wheel bash tests/assets/fetch-torch-cpu-wheel.sh
+
+setup: host-packages venv image ssh-key assets
 
 lint: venv
 	@$(STAMP) yamllint yamllint --strict .
