@@ -1,0 +1,322 @@
+"""The front of a host converged with site.yml in CPU mode: nginx (TLS) -> Open WebUI -> the engine.
+
+Every HTTP check goes through nginx over HTTPS on the test host itself, verifying the certificate the nginx role
+made (its SANs include IP:127.0.0.1). Secrets (admin password, API key, tokens) travel to curl on stdin as a curl
+config, never on a command line. LLM_FRONT_HOST names the test host (molecule/front sets llm-front).
+"""
+
+import base64
+import json
+import os
+import re
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+HOST = os.environ.get("LLM_FRONT_HOST", "llm-default")
+testinfra_hosts = [f"podman://{HOST}"]
+
+REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+ENV_FILE = "/etc/llm/open-webui/open-webui.env"
+CA = "/etc/nginx/tls/server.crt"
+PERSISTENCE_TITLE = "molecule persistence check"
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def curl(path, method="GET", headers=None, body=None, timeout=120, base="https://127.0.0.1", options=()):
+    """Run curl inside the test host with its whole config on stdin; returns (status, body, headers)."""
+    cfg = [
+        f"url = {_quote(base + path)}",
+        f"request = {_quote(method)}",
+        f"cacert = {_quote(CA)}",
+        "silent",
+        "show-error",
+        f"max-time = {timeout}",
+        'dump-header = "/dev/stderr"',
+        'write-out = "\\n%{http_code}"',
+    ]
+    cfg += [f"header = {_quote(f'{k}: {v}')}" for k, v in (headers or {}).items()]
+    if body is not None:
+        cfg.append('header = "Content-Type: application/json"')
+        cfg.append(f"data-binary = {_quote(json.dumps(body))}")
+    cfg += list(options)
+    proc = subprocess.run(
+        ["podman", "exec", "-i", HOST, "curl", "--config", "-"],
+        input="\n".join(cfg) + "\n", capture_output=True, text=True, timeout=timeout + 30,
+    )
+    text, _, code = proc.stdout.rpartition("\n")
+    return int(code or 0), text, proc.stderr
+
+
+def curl_json(*args, **kwargs):
+    status, text, _ = curl(*args, **kwargs)
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, {"_raw": text[:500]}
+
+
+def env_value(host, name):
+    out = host.check_output(f"sed -n 's/^{name}=\"\\(.*\\)\"$/\\1/p' {ENV_FILE}")
+    return out.replace('\\"', '"').replace("\\\\", "\\")
+
+
+@pytest.fixture(scope="module")
+def api_key(host):
+    return env_value(host, "OPENAI_API_KEYS").split(";")[0]
+
+
+@pytest.fixture(scope="module")
+def backend(host):
+    return env_value(host, "OPENAI_API_BASE_URLS").split(";")[0]
+
+
+@pytest.fixture(scope="module")
+def model(api_key, backend):
+    status, body = curl_json("/v1/models", base=backend.rsplit("/v1", 1)[0],
+                             headers={"Authorization": f"Bearer {api_key}"}, options=())
+    assert status == 200, body
+    return body["data"][0]["id"]
+
+
+@pytest.fixture(scope="module")
+def admin(host):
+    email = env_value(host, "WEBUI_ADMIN_EMAIL")
+    password = (REPO / ".secrets" / HOST / "open-webui-admin").read_text().strip()
+    return email, password
+
+
+def signin(admin):
+    email, password = admin
+    return curl_json("/api/v1/auths/signin", "POST", body={"email": email, "password": password})
+
+
+@pytest.fixture(scope="module")
+def token(admin):
+    status, body = signin(admin)
+    assert status == 200, body
+    return body["token"]
+
+
+def engine_requests(host, backend):
+    """A number that grows with every request the engine served: vLLM's request counter, else its journal."""
+    status, text, _ = curl("/metrics", base=backend.rsplit("/v1", 1)[0], timeout=30)
+    if status == 200 and "vllm:request_success_total" in text:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("vllm:request_success_total"))
+    port = re.search(r":(\d+)", backend.split("//", 1)[1]).group(1)
+    unit = engine_unit(host, port)
+    return int(host.check_output(f"journalctl -u {unit} -o cat --no-pager | grep -c 'POST /v1/chat/completions' || true"))
+
+
+def engine_unit(host, port):
+    out = host.check_output(f"ss -H -ltnp 'sport = :{port}'")
+    pid = re.search(r"pid=(\d+)", out).group(1)
+    return host.check_output(f"ps -o unit= -p {pid}").strip()
+
+
+# --- TLS, redirect, headers -------------------------------------------------------------------------------
+
+def test_http_redirects_to_https():
+    status, _, headers = curl("/some/page?x=1", base="http://127.0.0.1")
+    assert status == 301
+    assert re.search(r"(?im)^location: https://[^/]+/some/page\?x=1\r?$", headers), headers
+
+
+def test_ui_page_loads_over_verified_tls():
+    status, text, _ = curl("/")
+    assert status == 200
+    assert "<html" in text.lower() and "Open WebUI" in text
+
+
+def test_security_headers():
+    _, _, headers = curl("/")
+    h = headers.lower()
+    assert "strict-transport-security: max-age=" in h
+    assert "x-content-type-options: nosniff" in h
+    assert "x-frame-options: sameorigin" in h
+    assert "content-security-policy: frame-ancestors 'self'" in h
+    assert "referrer-policy: strict-origin-when-cross-origin" in h
+    assert "server: nginx\r" in h or "server: nginx\n" in h, "server_tokens should hide the version"
+
+
+def test_distribution_default_site_is_gone(host):
+    assert not host.file("/etc/nginx/sites-enabled/default").exists
+    assert host.run("nginx -t").rc == 0
+
+
+# --- Open WebUI: auth, models, chat ------------------------------------------------------------------------
+
+def test_admin_signs_in_with_generated_password(admin):
+    status, body = signin(admin)
+    assert status == 200, body
+    assert body.get("role") == "admin" and body.get("token")
+
+
+def test_wrong_password_is_refused(admin):
+    status, body = curl_json("/api/v1/auths/signin", "POST", body={"email": admin[0], "password": "wrong-" + secrets.token_hex(4)})
+    assert status in (400, 401, 403), body
+    assert "token" not in body
+
+
+def test_signup_is_closed():
+    user = secrets.token_hex(4)
+    status, body = curl_json("/api/v1/auths/signup", "POST",
+                             body={"name": user, "email": f"{user}@example.com", "password": secrets.token_hex(12)})
+    assert status in (401, 403), body
+    assert "token" not in body
+
+
+def test_open_webui_lists_the_model(token, model):
+    status, body = curl_json("/api/models", headers={"Authorization": f"Bearer {token}"})
+    assert status == 200, body
+    assert model in [m["id"] for m in body["data"]]
+
+
+def test_chat_through_open_webui_reaches_the_engine(host, token, model, backend):
+    before = engine_requests(host, backend)
+    status, body = curl_json("/api/chat/completions", "POST", headers={"Authorization": f"Bearer {token}"},
+                             body={"model": model, "stream": False, "max_tokens": 8,
+                                   "messages": [{"role": "user", "content": "Hello"}]}, timeout=300)
+    assert status == 200, body
+    assert body["choices"][0]["message"]["role"] == "assistant"
+    assert engine_requests(host, backend) > before, "the engine saw no new request"
+
+
+def test_websocket_handshake_and_upgrade():
+    status, text, _ = curl("/ws/socket.io/?EIO=4&transport=polling")
+    assert status == 200, text
+    assert text.startswith("0{"), text
+    sid = json.loads(text[1:])["sid"]
+    key = base64.b64encode(secrets.token_bytes(16)).decode()
+    _, _, headers = curl(
+        f"/ws/socket.io/?EIO=4&transport=websocket&sid={sid}", timeout=5,
+        headers={"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": key},
+        options=["http1.1", "no-buffer"])
+    assert re.search(r"(?m)^HTTP/1\.1 101", headers), headers
+    assert re.search(r"(?im)^upgrade: websocket", headers), headers
+
+
+# --- The OpenAI API for clients through nginx ---------------------------------------------------------------
+
+def test_api_chat_with_key(api_key, model):
+    status, body = curl_json("/v1/chat/completions", "POST", headers={"Authorization": f"Bearer {api_key}"},
+                             body={"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]},
+                             timeout=300)
+    assert status == 200, body
+    assert body["choices"][0]["message"]["role"] == "assistant"
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer wrong-key"])
+def test_api_refuses_missing_or_wrong_key(auth, model):
+    headers = {"Authorization": auth} if auth else {}
+    status, _ = curl_json("/v1/chat/completions", "POST", headers=headers,
+                          body={"model": model, "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]})
+    assert status == 401
+
+
+def test_api_is_rate_limited(api_key):
+    # Far above the default burst (20): some answers must be 429 from nginx.
+    out = subprocess.run(
+        ["podman", "exec", "-i", HOST, "bash", "-c",
+         "for i in $(seq 60); do curl -s -o /dev/null -w '%{http_code}\\n' --cacert " + CA
+         + " https://127.0.0.1/v1/models & done; wait"],
+        capture_output=True, text=True, timeout=120).stdout.split()
+    assert "429" in out, out
+
+
+# --- Host: listeners, secrets, data -------------------------------------------------------------------------
+
+def test_only_ssh_http_https_listen_publicly(host):
+    public = set()
+    for line in host.check_output("ss -H -ltn").splitlines():
+        addr, port = line.split()[3].rsplit(":", 1)
+        if addr not in ("127.0.0.1", "[::1]", "::1"):
+            public.add(int(port))
+    assert public <= {22, 80, 443}, f"unexpected public listeners: {sorted(public)}"
+    assert {80, 443} <= public
+
+
+def test_open_webui_listens_on_loopback_only(host):
+    assert host.socket("tcp://127.0.0.1:3000").is_listening
+    assert not host.socket("tcp://0.0.0.0:3000").is_listening
+
+
+def test_secrets_stay_out_of_units_command_lines_and_logs(host, admin, api_key):
+    env = host.file(ENV_FILE)
+    assert env.user == "root" and env.mode == 0o600
+    secret_key = host.file("/etc/llm/open-webui/secret-key")
+    assert secret_key.mode == 0o600 and len(secret_key.content_string.strip()) >= 32
+    password = admin[1]
+    assert len(password) >= 24
+    unit = host.file("/etc/systemd/system/open-webui.service").content_string
+    assert "EnvironmentFile=" in unit
+    for secret in (password, api_key, secret_key.content_string.strip()):
+        assert secret not in unit
+        assert secret not in host.check_output("ps -eo args")
+        assert host.run(f"journalctl --no-pager -o cat | grep -cF -- {secret!r}").stdout.strip() in ("0", "")
+    assert oct((REPO / ".secrets" / HOST / "open-webui-admin").stat().st_mode & 0o777) == "0o600"
+
+
+def test_no_default_credentials(admin):
+    # The usual defaults must not open the door.
+    for email, password in [(admin[0], "admin"), ("admin@localhost", "admin"), (admin[0], "password")]:
+        status, _ = curl_json("/api/v1/auths/signin", "POST", body={"email": email, "password": password})
+        assert status != 200
+
+
+def test_open_webui_runs_as_its_own_user_with_data_outside_site_packages(host):
+    svc = host.service("open-webui")
+    assert svc.is_running and svc.is_enabled
+    user = host.check_output("systemctl show -p User --value open-webui")
+    assert user == "open-webui"
+    assert host.file("/var/lib/llm/open-webui/webui.db").exists
+    assert host.file("/var/lib/llm/open-webui").user == "open-webui"
+    assert host.run("find /opt/llm/open-webui -name webui.db | grep -q .").rc != 0
+
+
+def test_environment_is_the_source_of_truth(host):
+    for name, value in [("ENABLE_PERSISTENT_CONFIG", "False"), ("ENABLE_SIGNUP", "False"), ("ENABLE_OLLAMA_API", "False"),
+                        ("OFFLINE_MODE", "True"), ("HF_HUB_OFFLINE", "1"), ("RAG_EMBEDDING_MODEL", ""),
+                        ("ANONYMIZED_TELEMETRY", "False"), ("DO_NOT_TRACK", "true"), ("SCARF_NO_ANALYTICS", "true")]:
+        assert env_value(host, name) == value, name
+    url = env_value(host, "WEBUI_URL")
+    assert url.startswith("https://") and env_value(host, "CORS_ALLOW_ORIGIN") == url
+
+
+# --- Data survives the second site.yml run (idempotence step) and a restart of every service ----------------
+
+def _chat_titles(token):
+    status, body = curl_json("/api/v1/chats/list", headers={"Authorization": f"Bearer {token}"})
+    assert status == 200, body
+    return [c["title"] for c in body]
+
+
+def test_chat_survives_rerun_and_restart_of_every_service(host, admin, backend, api_key):
+    # The chat was created by the scenario's side_effect playbook, before the idempotence run of site.yml.
+    status, body = signin(admin)
+    assert status == 200, body
+    assert PERSISTENCE_TITLE in _chat_titles(body["token"]), "chat created before the second site.yml run is gone"
+
+    port = re.search(r":(\d+)", backend.split("//", 1)[1]).group(1)
+    units = [engine_unit(host, port), "open-webui.service", "nginx.service"]
+    for unit in units:
+        assert host.run(f"systemctl restart {unit}").rc == 0, unit
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        ok_models, _ = curl_json("/v1/models", headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
+        ok_health, _, _ = curl("/health", timeout=10)
+        if ok_models == 200 and ok_health == 200:
+            break
+        time.sleep(5)
+    else:
+        pytest.fail(f"services did not come back after restarting {units}")
+    status, body = signin(admin)
+    assert status == 200, body
+    assert PERSISTENCE_TITLE in _chat_titles(body["token"]), "chat is gone after restarting every service"
