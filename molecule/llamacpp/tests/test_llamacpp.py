@@ -1,0 +1,182 @@
+"""Behaviour of a host converged with the llamacpp role in CPU mode (tiny Qwen2.5 GGUF Q4_K_M)."""
+
+import json
+import os
+import re
+import time
+
+import pytest
+
+testinfra_hosts = ["podman://llm-llamacpp"]
+
+PORT = 8081
+BASE = f"http://127.0.0.1:{PORT}"
+MODEL = "tiny-qwen2.5-instruct"
+VENV = "/opt/llm/llamacpp"
+WHEEL_DIR = "/opt/llm/llamacpp-wheels/debian12-cpu"
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather of a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
+@pytest.fixture(scope="module")
+def api_key(host):
+    with host.sudo():
+        key = host.file("/etc/llm/api-key").content_string.strip()
+    assert len(key) >= 32
+    return key
+
+
+def curl(host, path, key=None, body=None, timeout=120):
+    """(status, parsed JSON or raw text) of a request made on the host itself."""
+    args = ["curl", "-s", "-m", str(timeout), "-o", "/tmp/llamacpp-test-body", "-w", "%{http_code}"]
+    if key:
+        args += ["-H", f"Authorization: Bearer {key}"]
+    if body is not None:
+        args += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
+    cmd = host.run(" ".join(_q(a) for a in args + [BASE + path]))
+    text = host.file("/tmp/llamacpp-test-body").content_string if cmd.stdout.strip() != "000" else ""
+    try:
+        return int(cmd.stdout.strip() or 0), json.loads(text)
+    except ValueError:
+        return int(cmd.stdout.strip() or 0), text
+
+
+def _q(s):
+    return "'" + s.replace("'", "'\"'\"'") + "'"
+
+
+def main_pid(host):
+    return int(host.check_output("systemctl show --property MainPID --value llamacpp"))
+
+
+def wait_ready(host, key, old_pid=None, timeout=180):
+    """Wait until a (new) main process serves /v1/models with the key."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        pid = main_pid(host)
+        if pid and pid != old_pid and curl(host, "/v1/models", key, timeout=10)[0] == 200:
+            return pid
+        time.sleep(2)
+    journal = host.run("journalctl -u llamacpp -n 30 --no-pager -o cat").stdout
+    pytest.fail(f"llamacpp not ready again within {timeout} s; journal:\n{journal}")
+
+
+def test_service_is_enabled_and_running_as_its_own_user(host):
+    svc = host.service("llamacpp")
+    assert svc.is_enabled
+    assert svc.is_running
+    pid = main_pid(host)
+    status = host.file(f"/proc/{pid}/status").content_string
+    uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))
+    assert uid == int(host.check_output("id -u llamacpp")) != 0
+    assert re.search(r"^NoNewPrivs:\s+1$", status, re.M), "NoNewPrivileges is not in force"
+    assert re.search(r"^Seccomp:\s+2$", status, re.M), "the system call filter is not in force"
+    assert host.user("llamacpp").group == "llm"
+
+
+def test_listens_on_loopback_only(host):
+    sockets = host.check_output(f"ss -H -ltn 'sport = :{PORT}'").splitlines()
+    local = {line.split()[3] for line in sockets}
+    assert local == {f"127.0.0.1:{PORT}"}, f"listeners on port {PORT}: {local}"
+
+
+def test_models_needs_the_key(host, api_key):
+    assert curl(host, "/v1/models")[0] == 401
+    assert curl(host, "/v1/models", "wrong-key")[0] == 401
+    status, body = curl(host, "/v1/models", api_key)
+    assert status == 200
+    assert [m["id"] for m in body["data"]] == [MODEL]
+
+
+def test_chat_completion_is_openai_json(host, api_key):
+    status, body = curl(host, "/v1/chat/completions", api_key,
+                        {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8})
+    assert status == 200, body
+    assert body["object"] == "chat.completion"
+    assert body["model"] == MODEL
+    message = body["choices"][0]["message"]
+    assert message["role"] == "assistant"
+    assert isinstance(message["content"], str)
+    assert body["usage"]["prompt_tokens"] > 0
+    assert 0 < body["usage"]["completion_tokens"] <= 8
+
+
+def test_chat_completion_with_tools_and_tool_choice_auto_succeeds(host, api_key):
+    # What Open WebUI sends from the browser: its tools with tool_choice auto.
+    status, body = curl(host, "/v1/chat/completions", api_key,
+                        {"model": MODEL, "messages": [{"role": "user", "content": "Weather in Paris?"}],
+                         "max_tokens": 8, "tools": TOOLS, "tool_choice": "auto"})
+    assert status == 200, body
+    assert body["choices"][0]["message"]["role"] == "assistant"
+    assert body["usage"]["completion_tokens"] > 0
+
+
+def test_server_uses_the_chat_template_of_the_gguf(host):
+    # chat_format unset: the GGUF's Qwen2.5 template (renders tools into the system prompt).
+    with host.sudo():
+        log = host.check_output("journalctl -u llamacpp --no-pager -o cat")
+    assert "Using gguf chat template" in log
+
+
+def test_api_key_is_on_no_command_line_and_in_no_unit(host, api_key):
+    with host.sudo():
+        cmdlines = host.check_output("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '; true")
+        assert "llama_cpp.server" in cmdlines
+        assert api_key not in cmdlines
+        unit = host.check_output("systemctl cat llamacpp")
+        assert api_key not in unit
+        assert "--api_key" not in unit
+        assert api_key not in host.check_output("systemctl show llamacpp")
+        env = host.file("/etc/llm/llamacpp.env")
+        assert (env.user, env.group, env.mode) == ("root", "root", 0o600)
+        assert env.content_string.count(api_key) == 1
+        key_file = host.file("/etc/llm/api-key")
+        assert (key_file.user, key_file.group, key_file.mode) == ("root", "llm", 0o640)
+
+
+def _converge_log():
+    path = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "ansible.log")
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def test_api_key_is_not_in_the_converge_output(api_key):
+    log = _converge_log()
+    assert "Generate one token" in log, "the log does not cover the converge"
+    assert api_key not in log
+
+
+def test_second_run_changed_nothing():
+    recaps = re.findall(r"llm-llamacpp\s+: ok=\d+\s+changed=(\d+)", _converge_log())
+    assert len(recaps) >= 2, "converge and idempotence runs expected in the log"
+    assert recaps[-1] == "0"
+
+
+def test_wheel_came_from_the_pushed_wheelhouse_and_nothing_compiled(host):
+    wheels = host.check_output(f"ls {WHEEL_DIR}").split()
+    assert len(wheels) == 1 and re.fullmatch(r"llama_cpp_python-0\.3\.36-.*\.whl", wheels[0])
+    dist = host.check_output(f"ls -d {VENV}/lib/python3*/site-packages/llama_cpp_python-0.3.36.dist-info")
+    direct_url = json.loads(host.file(f"{dist}/direct_url.json").content_string)
+    assert direct_url["url"] == f"file://{WHEEL_DIR}/{wheels[0]}"
+    assert "Tag: py3-none-linux_x86_64" in host.file(f"{dist}/WHEEL").content_string
+    # No compiler or build tool on the host: the wheel was not built here.
+    for tool in ("cmake", "gcc", "cc", "c++", "nvcc"):
+        assert host.run(f"command -v {tool}").rc != 0, f"{tool} is installed on the host"
+    assert not host.file("/opt/llm/llamacpp-build").exists
+    built_for = host.check_output(
+        f"{VENV}/bin/python -c 'import llama_cpp; print(llama_cpp.llama_supports_gpu_offload())'")
+    assert built_for == "False"
+
+
+def test_restart_and_kill_recover(host, api_key):
+    with host.sudo():
+        pid = main_pid(host)
+        host.check_output("systemctl restart llamacpp")
+        pid = wait_ready(host, api_key, old_pid=pid)
+        host.check_output(f"kill -9 {pid}")
+        pid = wait_ready(host, api_key, old_pid=pid)
+    assert host.service("llamacpp").is_running
+    status, body = curl(host, "/v1/chat/completions", api_key,
+                        {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+    assert status == 200 and body["choices"][0]["message"]["role"] == "assistant"
