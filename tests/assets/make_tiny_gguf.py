@@ -109,7 +109,8 @@ def ensure_converter(sdist: Path) -> Path:
         return dest
     prefix = f"llama_cpp_python-{LLAMACPP_VERSION}/vendor/llama.cpp/"
     wanted = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=dest.parent if dest.parent.exists() else None))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=dest.parent))
     try:
         with tarfile.open(sdist) as tf:
             members = []
@@ -127,7 +128,6 @@ def ensure_converter(sdist: Path) -> Path:
         marker_tmp = tmp / ".complete"
         marker_tmp.write_text(sha256_file(sdist) + "\n")
         tmp.chmod(0o755)
-        dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
