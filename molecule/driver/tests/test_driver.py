@@ -1,0 +1,72 @@
+"""Behaviour of the Debian 12 test host after the driver scenario (converge + side_effect)."""
+
+import pytest
+
+testinfra_hosts = ["podman://llm-driver"]
+
+DRIVER_PACKAGES = ["libcuda1", "nvidia-kernel-dkms", "nvidia-persistenced", "nvidia-smi"]
+
+
+def test_driver_packages_come_from_debian_non_free_branch_535(host):
+    for name in DRIVER_PACKAGES:
+        pkg = host.package(name)
+        assert pkg.is_installed, name
+        assert pkg.version.startswith("535."), (name, pkg.version)
+    sources = host.file("/etc/apt/sources.list.d/debian.sources")
+    assert sources.contains("Components: main contrib non-free non-free-firmware")
+
+
+def test_exactly_the_driver_packages_are_held(host):
+    # The side_effect held libnvidia-ml1 as if left from another branch: the role released it.
+    held = sorted(host.check_output("apt-mark showhold").split())
+    assert held == DRIVER_PACKAGES
+
+
+def test_unattended_upgrades_skip_the_driver(host):
+    conf = host.file("/etc/apt/apt.conf.d/51llm-nvidia-driver")
+    assert conf.mode == 0o644
+    for pattern in ("nvidia-", "libnvidia-", "libcuda", "linux-modules-nvidia-"):
+        assert conf.contains(f'"{pattern}";'), pattern
+    # apt itself parses the drop-in into the list unattended-upgrades reads.
+    dump = host.check_output("apt-config dump Unattended-Upgrade::Package-Blacklist")
+    assert '"nvidia-"' in dump and '"libcuda"' in dump
+
+
+def test_nouveau_is_blacklisted(host):
+    conf = host.file("/etc/modprobe.d/llm-blacklist-nouveau.conf")
+    lines = [line for line in conf.content_string.splitlines() if line and not line.startswith("#")]
+    assert lines == ["blacklist nouveau", "options nouveau modeset=0"]
+
+
+def test_initramfs_tooling_present_for_the_handler(host):
+    assert host.package("initramfs-tools").is_installed
+    assert host.run("update-initramfs -u -k all").rc == 0
+
+
+def test_persistenced_unit_is_enabled(host):
+    assert host.service("nvidia-persistenced").is_enabled
+
+
+def test_dkms_registered_the_module_but_built_none_for_the_foreign_kernel(host):
+    # Honest limit of a container: the running kernel is the CI machine's, without a headers package.
+    status = host.check_output("dkms status")
+    assert "nvidia-current/535." in status
+    assert "installed" not in status
+
+
+def test_cuda_profile_puts_the_picked_toolkit_on_login_path(host):
+    profile = host.file("/etc/profile.d/cuda.sh")
+    assert profile.contains("CUDA_HOME=/usr/local/cuda-12.3")
+    login_path = host.check_output("bash -lc 'echo $PATH'")
+    assert login_path.split(":")[0] == "/usr/local/cuda-12.3/bin"
+    # Idempotent: a nested login shell does not add it twice.
+    assert host.check_output("bash -lc 'bash -lc \"echo \\$PATH\"'").count("cuda-12.3") == 1
+
+
+def test_no_service_unit_carries_the_cuda_path(host):
+    assert host.run("grep -rl cuda- /etc/systemd/system").rc == 1
+
+
+@pytest.mark.parametrize("case", ["rtx4090", "t4", "driver470", "mismatch", "no-driver-smi", "no-devices"])
+def test_fake_gpu_fixtures_are_in_place(host, case):
+    assert host.file(f"/etc/fake-gpu/fixtures/{case}/query-gpu-facts.csv").exists
