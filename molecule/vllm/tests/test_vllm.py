@@ -1,0 +1,190 @@
+"""vLLM CPU serving the tiny Qwen2 model: security, API behaviour, recovery.
+
+Requests run inside the test host with python3 reading the key from /etc/llm/api-key, so the key never
+appears on a command line (the test checks /proc/*/cmdline for it). Recovery tests run last."""
+
+import json
+import os
+import time
+
+import pytest
+
+testinfra_hosts = ["podman://llm-vllm"]
+
+MODEL = "tiny-qwen2.5-instruct"
+BASE = "http://127.0.0.1:8000"
+
+# Runs inside the host: python3 - <<request JSON on stdin>>; prints {"status": N, "body": "..."}.
+CLIENT = r'''
+import json, sys, urllib.request, urllib.error
+req = json.load(sys.stdin)
+headers = {"Content-Type": "application/json"}
+if req.get("auth"):
+    headers["Authorization"] = "Bearer " + open("/etc/llm/api-key").read().strip()
+data = json.dumps(req["body"]).encode() if req.get("body") is not None else None
+r = urllib.request.Request(req["url"], data=data, headers=headers, method="POST" if data else "GET")
+try:
+    with urllib.request.urlopen(r, timeout=req.get("timeout", 120)) as resp:
+        out = {"status": resp.status, "body": resp.read().decode()}
+except urllib.error.HTTPError as e:
+    out = {"status": e.code, "body": e.read().decode()}
+except Exception as e:
+    out = {"status": -1, "body": repr(e)}
+print(json.dumps(out))
+'''
+
+
+def call(host, path, body=None, auth=True, timeout=120):
+    req = json.dumps({"url": BASE + path, "body": body, "auth": auth, "timeout": timeout})
+    script = CLIENT.replace("'", "'\"'\"'")
+    cmd = host.run(f"printf '%s' '{req}' | python3 -c '{script}'")
+    assert cmd.rc == 0, cmd.stderr
+    out = json.loads(cmd.stdout)
+    return out["status"], out["body"]
+
+
+def wait_healthy(host, timeout=300):
+    deadline = time.time() + timeout
+    status = None
+    while time.time() < deadline:
+        status, _ = call(host, "/health", auth=False, timeout=5)
+        if status == 200:
+            status, body = call(host, "/v1/models")
+            if status == 200:
+                return
+        time.sleep(3)
+    raise AssertionError(f"vLLM not healthy within {timeout}s (last status {status})\n"
+                         + host.run("journalctl -u vllm -n 30 --no-pager").stdout)
+
+
+def api_key(host):
+    return host.file("/etc/llm/api-key").content_string.strip()
+
+
+def main_pid(host):
+    return int(host.check_output("systemctl show -p MainPID --value vllm"))
+
+
+def test_unit_is_active_and_enabled(host):
+    svc = host.service("vllm")
+    assert svc.is_running
+    assert svc.is_enabled
+
+
+def test_runs_as_its_own_user_in_the_llm_group(host):
+    pid = main_pid(host)
+    assert pid > 0
+    status = host.file(f"/proc/{pid}/status").content_string
+    uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
+    assert host.user("vllm").uid == int(uid)
+    assert host.user("vllm").group == "llm"
+
+
+def test_listens_on_loopback_only(host):
+    lines = host.check_output("ss -H -ltnp").splitlines()
+    on_8000 = [line.split()[3] for line in lines if line.split()[3].endswith(":8000")]
+    assert on_8000 == ["127.0.0.1:8000"], on_8000
+    assert not host.socket("tcp://0.0.0.0:8000").is_listening
+    assert not host.socket("tcp://:::8000").is_listening
+
+
+def test_models_needs_the_key(host):
+    status, _ = call(host, "/v1/models", auth=False)
+    assert status == 401
+    status, body = call(host, "/v1/models")
+    assert status == 200
+    assert [m["id"] for m in json.loads(body)["data"]] == [MODEL]
+
+
+def test_chat_completion_returns_openai_json(host):
+    status, body = call(host, "/v1/chat/completions", {
+        "model": MODEL, "max_tokens": 8,
+        "messages": [{"role": "user", "content": "Say hello"}]})
+    assert status == 200, body
+    data = json.loads(body)
+    assert data["object"] == "chat.completion"
+    assert data["model"] == MODEL
+    choice = data["choices"][0]
+    assert choice["message"]["role"] == "assistant"
+    assert isinstance(choice["message"]["content"], str)
+    assert choice["finish_reason"] in ("stop", "length")
+    assert data["usage"]["completion_tokens"] >= 1
+
+
+def test_chat_with_tools_and_auto_tool_choice_is_accepted(host):
+    # Open WebUI sends its tools with tool_choice auto; vLLM without a tool parser answers 400.
+    status, body = call(host, "/v1/chat/completions", {
+        "model": MODEL, "max_tokens": 8, "tool_choice": "auto",
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "tools": [{"type": "function", "function": {
+            "name": "get_weather", "description": "Weather of a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                           "required": ["city"]}}}]})
+    assert status == 200, body
+    assert json.loads(body)["object"] == "chat.completion"
+
+
+def test_key_files_are_private(host):
+    key = host.file("/etc/llm/api-key")
+    assert (key.user, key.group, key.mode) == ("root", "llm", 0o640)
+    env = host.file("/etc/llm/vllm.env")
+    assert (env.user, env.group, env.mode) == ("root", "root", 0o600)
+    assert len(api_key(host)) >= 32
+
+
+def test_key_is_in_no_command_line_and_no_unit(host):
+    key = api_key(host)
+    # grep -F reads the needle from a file: the key itself never becomes an argument.
+    hits = host.run("grep -F -l -a -f /etc/llm/api-key /proc/[0-9]*/cmdline 2>/dev/null")
+    assert hits.stdout.strip() == "", hits.stdout
+    units = host.run("grep -r -F -l -f /etc/llm/api-key /etc/systemd /lib/systemd/system 2>/dev/null")
+    assert units.stdout.strip() == "", units.stdout
+    assert key not in host.check_output("systemctl show vllm")
+    assert host.file("/etc/llm/vllm.env").content_string.strip() == f"VLLM_API_KEY={key}"
+
+
+def test_key_is_not_in_the_converge_output(host):
+    log_path = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "ansible.log")
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        log = f.read()
+    assert "Generate the API key once" in log  # the log really holds the converge
+    assert api_key(host) not in log
+
+
+def test_service_is_offline_and_sandboxed(host):
+    unit = host.file("/etc/systemd/system/vllm.service").content_string
+    for line in ("Environment=\"HF_HUB_OFFLINE=1\"", "Restart=on-failure", "NoNewPrivileges=yes",
+                 "ProtectSystem=strict", "PrivateTmp=yes", "ProtectHome=yes",
+                 "EnvironmentFile=/etc/llm/vllm.env"):
+        assert line in unit
+    assert "--api-key" not in unit
+    config = host.file("/etc/llm/vllm.yaml").content_string
+    for option in ("enable-auto-tool-choice: true", "tool-call-parser: hermes", "host: 127.0.0.1",
+                   f"served-model-name: {MODEL}", "generation-config: auto", "enforce-eager: true"):
+        assert option in config
+
+
+def test_model_is_staged_with_licence_and_checksums(host):
+    d = "/var/lib/llm/models/tiny-qwen2.5-instruct"
+    assert host.file(f"{d}/LICENSE").exists
+    assert "Apache-2.0" in host.file(f"{d}/NOTICE").content_string
+    assert host.run(f"cd {d} && sha256sum --check --quiet --strict SHA256SUMS").rc == 0
+    assert host.file(d).group == "llm"
+    assert host.file(f"{d}/model.safetensors").mode == 0o640
+
+
+def test_healthy_again_after_systemctl_restart(host):
+    before = main_pid(host)
+    host.check_output("systemctl restart vllm")
+    wait_healthy(host)
+    assert main_pid(host) != before
+
+
+def test_healthy_again_after_kill_9(host):
+    before = main_pid(host)
+    host.check_output(f"kill -9 {before}")
+    time.sleep(2)
+    wait_healthy(host)
+    after = main_pid(host)
+    assert after not in (0, before)
+    assert int(host.check_output("systemctl show -p NRestarts --value vllm")) >= 1
