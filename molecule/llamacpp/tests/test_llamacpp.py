@@ -112,6 +112,17 @@ def test_chat_completion_with_tools_and_tool_choice_auto_succeeds(host, api_key)
     assert body["usage"]["completion_tokens"] > 0
 
 
+def test_streamed_chat_with_tools_succeeds(host, api_key):
+    # Open WebUI streams its replies: the same request with stream true answers server-sent events.
+    status, body = curl(host, "/v1/chat/completions", api_key,
+                        {"model": MODEL, "messages": [{"role": "user", "content": "Weather in Paris?"}],
+                         "max_tokens": 8, "tools": TOOLS, "tool_choice": "auto", "stream": True})
+    assert status == 200, body
+    events = [line[len("data: "):] for line in body.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[0])["object"] == "chat.completion.chunk"
+
+
 def test_server_uses_the_chat_template_of_the_gguf(host):
     # chat_format unset: the GGUF's Qwen2.5 template (renders tools into the system prompt).
     with host.sudo():
