@@ -30,7 +30,7 @@ image: host-packages
 	@$(STAMP) image bash tests/testhost/build-image.sh bookworm
 
 ssh-key:
-	@mkdir -p $(LLM_BUNDLE_CACHE)/ssh && chmod 700 $(LLM_BUNDLE_CACHE)/ssh
+	@mkdir -p $(LLM_BUNDLE_CACHE)/ssh $(LLM_BUNDLE_CACHE)/uv-cache && chmod 700 $(LLM_BUNDLE_CACHE)/ssh
 	@test -s $(LLM_BUNDLE_CACHE)/ssh/id_ed25519 || ssh-keygen -q -t ed25519 -N '' -C llm-bundle-test -f $(LLM_BUNDLE_CACHE)/ssh/id_ed25519
 
 assets:

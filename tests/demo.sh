@@ -23,7 +23,7 @@ if ! podman container exists "$name"; then
   podman run -d --name "$name" --hostname "$name" --systemd=always \
     -p "127.0.0.1:${ssh_port}:22" -p "${bind}:${https_port}:443" \
     -v "$cache/ssh/id_ed25519.pub:/root/.ssh/authorized_keys:ro" \
-    -v llm-bundle-uv-cache:/var/cache/llm/uv \
+    -v "$cache/uv-cache:/var/cache/llm/uv" --shm-size=1g \
     localhost/llm-testhost:bookworm /sbin/init >/dev/null
   echo "demo host $name started"
 elif [ "$(podman inspect -f '{{.State.Running}}' "$name")" != true ]; then
