@@ -119,9 +119,20 @@ def engine_requests(host, backend):
 
 
 def engine_unit(host, port):
-    out = host.check_output(f"ss -H -ltnp 'sport = :{port}'")
-    pid = re.search(r"pid=(\d+)", out).group(1)
-    return host.check_output(f"ps -o unit= -p {pid}").strip()
+    """The systemd unit of the process listening on the engine's port (else the active engine unit)."""
+    listeners = host.check_output("ss -H -ltnp")
+    for line in listeners.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[3].rsplit(":", 1)[-1] == str(port):
+            pid = re.search(r"pid=(\d+)", line)
+            if pid:
+                unit = host.check_output(f"ps -o unit= -p {pid.group(1)}").strip()
+                if unit.endswith(".service"):
+                    return unit
+    for unit in ("llamacpp.service", "vllm.service"):
+        if host.run(f"systemctl is-active --quiet {unit}").rc == 0:
+            return unit
+    pytest.fail(f"no engine unit found for port {port}; listeners:\n{listeners}")
 
 
 # --- TLS, redirect, headers -------------------------------------------------------------------------------
