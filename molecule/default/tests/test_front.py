@@ -2,7 +2,7 @@
 
 Every HTTP check goes through nginx over HTTPS on the test host itself, verifying the certificate the nginx role
 made (its SANs include IP:127.0.0.1). Secrets (admin password, API key, tokens) travel to curl on stdin as a curl
-config, never on a command line. LLM_FRONT_HOST names the test host (molecule/front sets llm-front).
+config, never on a command line. LLM_FRONT_HOST names the test host (default llm-default).
 """
 
 import base64
