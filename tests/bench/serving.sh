@@ -4,18 +4,17 @@
 #
 #   bash tests/bench/serving.sh SCENARIO          e.g. bash tests/bench/serving.sh vllm
 #
-# cold   : fresh test host AND empty uv cache (the scenario's podman volume is removed first)
-# warm   : fresh test host, caches kept (uv cache volume, controller wheelhouse and model)
+# cold   : fresh test host AND empty uv cache ($LLM_BUNDLE_CACHE/uv-cache is set aside and restored after)
+# warm   : fresh test host, caches kept (uv cache, controller wheelhouse and model)
 # no-op  : converge again on the converged host (SSH + pipelining); target < 60 s
 # ready  : `systemctl restart UNIT` until READY_URL answers 200, measured inside the host
 #
 # Environment: BENCH_UNIT (default: the scenario name), BENCH_READY_URL (default http://127.0.0.1:8000/health),
-# BENCH_UV_VOLUME (default llm-bundle-uv-cache), BENCH_SKIP_COLD=1 to skip the cold converge.
+# BENCH_SKIP_COLD=1 to skip the cold converge.
 set -euo pipefail
 scenario=${1:?usage: serving.sh SCENARIO}
 unit=${BENCH_UNIT:-$scenario}
 ready_url=${BENCH_READY_URL:-http://127.0.0.1:8000/health}
-uv_volume=${BENCH_UV_VOLUME:-llm-bundle-uv-cache}
 export LLM_BUNDLE_CACHE=${LLM_BUNDLE_CACHE:-/var/cache/llm-bundle}
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/tests/testhost/containers.conf}
 export PATH=$PWD/.venv/bin:$PATH
@@ -43,9 +42,12 @@ fresh_host() {
 cold=skipped
 if [ "${BENCH_SKIP_COLD:-0}" != 1 ]; then
   molecule destroy -s "$scenario" >/dev/null 2>&1
-  podman volume rm -f "$uv_volume" >/dev/null 2>&1 || true
+  uv_cache=$LLM_BUNDLE_CACHE/uv-cache
+  mv "$uv_cache" "$uv_cache.bench-saved" && mkdir -p "$uv_cache"
+  trap 'rm -rf "$uv_cache" && mv "$uv_cache.bench-saved" "$uv_cache"' EXIT
   fresh_host
   cold=$(timed converge-cold molecule converge -s "$scenario")
+  rm -rf "$uv_cache" && mv "$uv_cache.bench-saved" "$uv_cache" && trap - EXIT
 fi
 fresh_host
 warm=$(timed converge-warm molecule converge -s "$scenario")
