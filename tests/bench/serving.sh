@@ -10,11 +10,15 @@
 # ready  : `systemctl restart UNIT` until READY_URL answers 200, measured inside the host
 #
 # Environment: BENCH_UNIT (default: the scenario name), BENCH_READY_URL (default http://127.0.0.1:8000/health),
-# BENCH_SKIP_COLD=1 to skip the cold converge.
+# BENCH_SKIP_COLD=1 to skip the cold converge. llamacpp's default probe is /v1/models on 8081 (401 = up).
 set -euo pipefail
 scenario=${1:?usage: serving.sh SCENARIO}
 unit=${BENCH_UNIT:-$scenario}
-ready_url=${BENCH_READY_URL:-http://127.0.0.1:8000/health}
+case "$scenario" in
+  llamacpp) default_ready=http://127.0.0.1:8081/v1/models ;;  # no /health; 401 without a key = up
+  *) default_ready=http://127.0.0.1:8000/health ;;
+esac
+ready_url=${BENCH_READY_URL:-$default_ready}
 export LLM_BUNDLE_CACHE=${LLM_BUNDLE_CACHE:-/var/cache/llm-bundle}
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/tests/testhost/containers.conf}
 export PATH=$PWD/.venv/bin:$PATH
@@ -56,13 +60,16 @@ changed=$(grep -Eo 'changed=[0-9]+' "$log_dir/converge-noop.log" | tail -1)
 
 # start-to-ready inside the host (no key needed: /health is public and loopback-only)
 ready=$(podman exec "$platform" python3 - "$unit" "$ready_url" <<'PY'
-import subprocess, sys, time, urllib.request
+import subprocess, sys, time, urllib.error, urllib.request
 unit, url = sys.argv[1], sys.argv[2]
 start = time.monotonic()
 subprocess.run(["systemctl", "restart", unit], check=True)
 while time.monotonic() - start < 1800:
     try:
         if urllib.request.urlopen(url, timeout=5).status == 200:
+            break
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):  # serving and checking keys: ready
             break
     except Exception:
         pass
