@@ -59,7 +59,7 @@ noop=$(timed converge-noop molecule converge -s "$scenario")
 changed=$(grep -Eo 'changed=[0-9]+' "$log_dir/converge-noop.log" | tail -1)
 
 # start-to-ready inside the host (no key needed: /health is public and loopback-only)
-ready=$(podman exec "$platform" python3 - "$unit" "$ready_url" <<'PY'
+ready=$(podman exec -i "$platform" python3 - "$unit" "$ready_url" <<'PY'
 import subprocess, sys, time, urllib.error, urllib.request
 unit, url = sys.argv[1], sys.argv[2]
 start = time.monotonic()
