@@ -24,14 +24,3 @@ def test_bundle_directories(host, path, mode):
     assert d.is_directory
     assert d.group == "llm"
     assert d.mode == mode
-
-
-def test_sshd_is_the_only_listener_on_all_interfaces(host):
-    out = host.check_output("ss -H -ltn")
-    public = set()
-    for line in out.splitlines():
-        local = line.split()[3]
-        addr, port = local.rsplit(":", 1)
-        if addr not in ("127.0.0.1", "[::1]", "::1"):
-            public.add(int(port))
-    assert public <= {22, 80, 443}, f"unexpected public listeners: {sorted(public)}"
