@@ -10,7 +10,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PIP_CACHE_DIR ?= $(LLM_BUNDLE_CACHE)/pip
 VENV := $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
-SCENARIOS ?= default vllm llamacpp driver
+SCENARIOS ?= default vllm llamacpp driver trixie
 STAMP = bash tests/stage.sh
 
 .PHONY: help setup host-packages venv image ssh-key assets lint unit molecule test demo demo-destroy
@@ -28,6 +28,7 @@ venv:
 
 image: host-packages
 	@$(STAMP) image bash tests/testhost/build-image.sh bookworm
+	@$(STAMP) image-trixie bash tests/testhost/build-image.sh trixie
 
 ssh-key:
 	@mkdir -p $(LLM_BUNDLE_CACHE)/ssh $(LLM_BUNDLE_CACHE)/uv-cache && chmod 700 $(LLM_BUNDLE_CACHE)/ssh

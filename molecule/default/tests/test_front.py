@@ -162,7 +162,9 @@ def test_security_headers(host):
 
 def test_distribution_default_site_is_gone(host):
     assert not host.file("/etc/nginx/sites-enabled/default").exists
-    assert host.run("nginx -t").rc == 0
+    check = host.run("nginx -t")
+    assert check.rc == 0, check.stderr
+    assert "[warn]" not in check.stderr
 
 
 # --- Open WebUI: auth, models, chat ------------------------------------------------------------------------

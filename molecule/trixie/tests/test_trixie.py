@@ -1,0 +1,73 @@
+"""Behaviour of a Debian 13 (trixie) host converged with base, python_runtime and nginx."""
+
+import pytest
+
+testinfra_hosts = ["podman://llm-trixie"]
+
+
+def test_host_is_debian_13(host):
+    assert host.system_info.distribution == "debian"
+    assert host.system_info.codename == "trixie"
+
+
+def test_debian_sources_are_trixie_with_non_free(host):
+    sources = host.file("/etc/apt/sources.list.d/debian.sources")
+    assert sources.contains("Suites: trixie trixie-updates")
+    assert sources.contains("Suites: trixie-security")
+    assert sources.contains("Components: main contrib non-free non-free-firmware")
+    # apt reads them: the non-free index of trixie was downloaded.
+    assert host.run("ls /var/lib/apt/lists/ | grep -q 'trixie_non-free_binary'").rc == 0
+
+
+def test_proxy_ca_is_trusted_by_the_system_store(host):
+    cmd = host.run("python3 -c \"import urllib.request; print(urllib.request.urlopen('https://pypi.org/simple/pip/', timeout=30).status)\"")
+    assert cmd.rc == 0, cmd.stderr
+    assert cmd.stdout.strip() == "200"
+
+
+@pytest.mark.parametrize("path,mode", [("/opt/llm", 0o755), ("/var/lib/llm", 0o755), ("/etc/llm", 0o750)])
+def test_bundle_directories(host, path, mode):
+    d = host.file(path)
+    assert d.is_directory
+    assert d.group == "llm"
+    assert d.mode == mode
+
+
+def test_uv_venv_on_the_distribution_python(host):
+    assert host.run("uv --version").stdout.split()[1] == "0.13.9"
+    cmd = host.run("/opt/llm/probe/bin/python -c 'import sys, packaging; print(sys.version_info[:2], packaging.__version__)'")
+    assert cmd.rc == 0, cmd.stderr
+    assert cmd.stdout.strip() == "(3, 13) 25.0"
+
+
+def test_nginx_serves_tls_and_redirects_http(host):
+    assert host.service("nginx").is_running
+    assert host.service("nginx").is_enabled
+    https = host.run("curl -sk -o /dev/null -w '%{http_code} %{ssl_verify_result}' https://127.0.0.1/")
+    # No Open WebUI on this host: nginx answers 502 over TLS (the handshake and the site work).
+    assert https.stdout.split()[0] == "502"
+    http = host.run("curl -s -o /dev/null -w '%{http_code} %{redirect_url}' http://127.0.0.1/")
+    code, location = http.stdout.split()
+    assert code == "301"
+    assert location.startswith("https://")
+    headers = host.run("curl -skI https://127.0.0.1/").stdout.lower()
+    assert "server: nginx\r" in headers, "server_tokens should hide the version"
+    assert "strict-transport-security: max-age=" in headers
+
+
+def test_no_api_location_without_an_engine(host):
+    conf = host.run("nginx -T 2>/dev/null").stdout
+    assert "location /v1/" not in conf
+
+
+def test_nginx_config_has_no_warnings(host):
+    # Debian 13 ships nginx 1.26: the site uses `http2 on;` (not the deprecated `listen ... http2`) and
+    # sets server_tokens per server (the distribution's nginx.conf sets it at http level).
+    with host.sudo():
+        check = host.run("nginx -t")
+    assert check.rc == 0, check.stderr
+    assert "[warn]" not in check.stderr
+    assert "[emerg]" not in check.stderr
+    conf = host.file("/etc/nginx/conf.d/llm-bundle.conf").content_string
+    assert "http2 on;" in conf
+    assert "ssl http2" not in conf
