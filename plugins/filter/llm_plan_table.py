@@ -11,7 +11,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-COLUMNS = ("host", "GPU", "VRAM", "driver", "quantization", "engine", "context", "concurrency")
+COLUMNS = ("host", "GPU", "VRAM", "driver", "quantization", "engine", "context", "util",
+           "concurrency")
 
 
 def _get(mapping, key, default=None):
@@ -42,11 +43,16 @@ def plan_rows(hostvars, hosts):
             rows.append((str(host), "FAILED: " + " ".join(str(error).split())))
             continue
         if plan.get("mode") == "cpu":
-            gpu, vram = "CPU (demo)", "-"
+            gpu, vram, util = "CPU (demo)", "-", "-"
         else:
             count = int(plan.get("gpu_count") or 0)
             gpu = "%s%s" % ("%dx " % count if count > 1 else "", plan.get("gpu_name"))
+            idle = [r for r in plan.get("gpu_layout") or []
+                    if str(r.get("role", "")).startswith("unused")]
+            if idle:
+                gpu += " (+%d unused)" % len(idle)
             vram = "%.1f GiB" % (float(plan.get("vram_mib") or 0) / 1024)
+            util = str(plan.get("gpu_memory_utilization"))
         context = str(plan.get("max_model_len"))
         if plan.get("hf_overrides"):
             context += " (YaRN)"
@@ -58,10 +64,12 @@ def plan_rows(hostvars, hosts):
             engine += " %s" % plan.get("vllm_wheel_variant")
             if int(plan.get("tensor_parallel_size") or 1) > 1:
                 engine += " tp%s" % plan.get("tensor_parallel_size")
+            if int(plan.get("data_parallel_size") or 1) > 1:
+                engine += " x%s" % plan.get("data_parallel_size")
         concurrency = "%s seqs, KV %s tok" % (plan.get("max_num_seqs"),
                                               plan.get("kv_cache_tokens"))
         rows.append((str(host), gpu, vram, str(plan.get("driver_version") or "-"), quant,
-                     engine, context, concurrency))
+                     engine, context, util, concurrency))
     return rows
 
 

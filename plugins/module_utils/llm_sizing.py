@@ -11,12 +11,16 @@ Sources (see /work/shared/FACTS.md at the time of writing):
   peak of a bare forward 333,479,936 bytes at 2048 tokens and 1,171,898,368 bytes
   at 8192 tokens (PEAK_EXTRA - KV_BYTES in tests/unit/fixtures/nvidia-smi/h200/gpu_mem.txt).
 
-Memory model (vLLM):
-    budget       = total_bytes x gpu_memory_utilization
-    kv_available = budget - weights - activation(max_num_batched_tokens) - RUNTIME_OVERHEAD
+Memory model (vLLM), per GPU:
+    cuda_total   = nvidia-smi memory.total - CUDA_RESERVED_MIB
+    utilization  = (cuda_total - used by other processes - HEADROOM_BYTES) / cuda_total
+    budget       = cuda_total x utilization
+    kv_available = budget - weights - activation(max_num_batched_tokens) - sampler(max_num_seqs)
+                   - NON_TORCH_BYTES
     kv_tokens    = kv_available // kv_bytes_per_token
 vLLM refuses to start when max_model_len > kv_tokens, so the planner only
-accepts a context length that satisfies kv_tokens >= max_model_len.
+accepts a context length that satisfies kv_tokens >= max_model_len. llama.cpp uses the same
+budget: weights + n_ctx x KV/token + compute buffer + NON_TORCH_BYTES must fit in it.
 """
 
 from __future__ import annotations
@@ -116,12 +120,73 @@ GGUF_Q4_K_M_BYTES = math.ceil(4.365 * GIB)  # 4,686,883,062
 #: Activation peak measured on an H200 (bare forward, bf16), bytes at N batched tokens.
 ACTIVATION_MEASURED: Dict[int, int] = {2048: 333_479_936, 8192: 1_171_898_368}
 
-#: Runtime overhead that vLLM's budget also has to hold besides weights, activations
-#: and KV: CUDA context and non-torch allocations (cuBLAS/NCCL workspaces, ~0.5 GiB),
-#: CUDA graphs (~0.5 GiB at the default capture sizes) and the share of
-#: nvidia-smi's memory.total that CUDA never hands out (H200: 143,771 MiB reported,
-#: 143,156 MiB visible to CUDA). A conservative constant: 1.5 GiB.
-RUNTIME_OVERHEAD_BYTES = int(1.5 * GIB)
+#: What CUDA never hands out: nvidia-smi's memory.total minus cudaMemGetInfo's total. On the
+#: H200 nvidia-smi -q reports "Reserved 616 MiB" (143,771 MiB total, 143,156 MiB free when idle)
+#: and torch.cuda.mem_get_info() a total of 150,109,880,320 bytes (143,155.6 MiB):
+#: tests/unit/fixtures/nvidia-smi/h200/{nvidia-smi-q.xml,gpu_mem.txt}. vLLM's
+#: --gpu-memory-utilization is a fraction of the CUDA total, not of nvidia-smi's.
+CUDA_RESERVED_MIB = 616
+
+#: Headroom kept OUTSIDE the engine's budget, as absolute bytes, so every card keeps the same
+#: safe margin and uses the rest (a fixed 0.92 left 11 GiB of an H200 idle):
+#: - the CUDA context of the engine process (created before vLLM's start-up memory snapshot,
+#:   so not inside its fraction; ~0.5 GiB with lazy module loading);
+#: - CUDA graphs (vLLM captures them after it has sized the KV cache; ~0.5 GiB at the default
+#:   capture sizes for a 7B model);
+#: - a safety margin for fragmentation, NCCL buffers and a monitoring agent (0.5 GiB).
+CUDA_CONTEXT_BYTES = 512 * MIB
+CUDA_GRAPHS_BYTES = 512 * MIB
+SAFETY_BYTES = 512 * MIB
+HEADROOM_BYTES = CUDA_CONTEXT_BYTES + CUDA_GRAPHS_BYTES + SAFETY_BYTES  # 1.5 GiB
+
+#: Inside the budget besides weights, activations and KV: non-torch allocations that vLLM's
+#: profile counts (cuBLAS/cuDNN workspaces, NCCL, the sampler's scratch outside torch).
+NON_TORCH_BYTES = 512 * MIB
+
+#: Highest utilization the planner derives (the validator's upper bound).
+MAX_UTILIZATION = 0.99
+
+
+def cuda_total_bytes(total_mib: int) -> int:
+    """What CUDA (and vLLM's fraction) calls the total: nvidia-smi's total minus reserved."""
+    return max(0, int(total_mib) - CUDA_RESERVED_MIB) * MIB
+
+
+#: llama.cpp's headroom: its CUDA graphs are a few MiB (decode only), so no graph share.
+LLAMACPP_HEADROOM_BYTES = CUDA_CONTEXT_BYTES + SAFETY_BYTES  # 1 GiB
+
+
+def auto_utilization(total_mib: int, used_mib: int = 0,
+                     headroom_bytes: int = HEADROOM_BYTES) -> float:
+    """The largest fraction of the CUDA total that leaves HEADROOM_BYTES free on this GPU.
+
+    used_mib is memory held by other processes (display server, other jobs). vLLM refuses to
+    start when the free memory at start is below utilization x total, so the fraction comes
+    from what is free, floored to 3 decimals. 0.0 when not even the headroom is free.
+    headroom_bytes: HEADROOM_BYTES for vLLM, LLAMACPP_HEADROOM_BYTES for llama.cpp.
+    """
+    total = cuda_total_bytes(total_mib)
+    if total <= 0:
+        return 0.0
+    usable = total - int(used_mib or 0) * MIB - headroom_bytes
+    fraction = math.floor(max(0, usable) * 1000 / total) / 1000.0
+    return min(MAX_UTILIZATION, fraction)
+
+
+def max_start_utilization(total_mib: int, used_mib: int = 0) -> float:
+    """The highest fraction vLLM would accept at start: free - its own CUDA context."""
+    total = cuda_total_bytes(total_mib)
+    if total <= 0:
+        return 0.0
+    free = total - int(used_mib or 0) * MIB - CUDA_CONTEXT_BYTES
+    return math.floor(max(0, free) * 1000 / total) / 1000.0
+
+
+def sampler_bytes(max_num_seqs: int, arch: "ModelArch" = None) -> int:
+    """fp32 logits and probabilities for a full batch of sequences (vLLM's sampler peak)."""
+    arch = arch or QWEN25_7B
+    return int(max_num_seqs) * arch.vocab_size * 4 * 2
+
 
 #: llama.cpp compute buffer: one micro-batch (n_ubatch 512) of f32 logits plus the f32
 #: attention-score matrix n_ubatch x n_ctx x n_heads (the worst case, without flash
@@ -139,6 +204,7 @@ class Variant:
     engine: str  # the engine that serves it by default
     dtype: str  # what the engine is told (--dtype), "auto" where it does not apply
     hf_repo: str
+    hf_revision: str  # pinned commit of hf_repo (40 hex digits)
 
 
 def dense_weights_bytes(arch: ModelArch = QWEN25_7B, dtype_bytes: int = 2) -> int:
@@ -170,16 +236,33 @@ def awq_weights_bytes(arch: ModelArch = QWEN25_7B, bits: int = AWQ_BITS,
     return arch.num_layers * per_layer + fp16_params * 2
 
 
+#: Pinned Hugging Face commits, one per repository the planner can choose. Each was found in
+#: many unrelated public projects (huggingface_hub cache paths models--Qwen--<repo>/snapshots/
+#: <sha>/, revision= pins); the GGUF repo's q4_k_m shards at that commit are 3,993,201,344 and
+#: 689,872,288 bytes, the AWQ repo's two safetensors 3,996,422,976 and 1,574,406,784 bytes.
+#: Check a new pin with https://huggingface.co/api/models/<repo>/revision/main (field sha).
+REVISIONS: Dict[str, str] = {
+    "Qwen/Qwen2.5-7B-Instruct": "a09a35458c702b33eeacc393d103063234e8bc28",
+    "Qwen/Qwen2.5-7B-Instruct-AWQ": "b25037543e9394b818fdfca67ab2a00ecc7dd641",
+    "Qwen/Qwen2.5-7B-Instruct-GGUF": "bb5d59e06d9551d752d08b292a50eb208b07ab1f",
+}
+
+
+def _variant(key: str, description: str, weights: int, engine: str, dtype: str,
+             repo: str) -> Variant:
+    return Variant(key, description, weights, engine, dtype, repo, REVISIONS[repo])
+
+
 CATALOG: Dict[str, Variant] = {
-    "bf16": Variant("bf16", "bfloat16 safetensors (the published checkpoint)",
-                    dense_weights_bytes(), "vllm", "bfloat16", "Qwen/Qwen2.5-7B-Instruct"),
-    "fp16": Variant("fp16", "the bf16 checkpoint run as float16 (GPUs without bf16)",
-                    dense_weights_bytes(), "vllm", "float16", "Qwen/Qwen2.5-7B-Instruct"),
-    "awq": Variant("awq", "AWQ 4-bit, group 128 (fp16 activations)",
-                   awq_weights_bytes(), "vllm", "float16", "Qwen/Qwen2.5-7B-Instruct-AWQ"),
-    "gguf_q4_k_m": Variant("gguf_q4_k_m", "GGUF Q4_K_M (llama.cpp)",
-                           GGUF_Q4_K_M_BYTES, "llamacpp", "auto",
-                           "Qwen/Qwen2.5-7B-Instruct-GGUF"),
+    "bf16": _variant("bf16", "bfloat16 safetensors (the published checkpoint)",
+                     dense_weights_bytes(), "vllm", "bfloat16", "Qwen/Qwen2.5-7B-Instruct"),
+    "fp16": _variant("fp16", "the bf16 checkpoint run as float16 (GPUs without bf16)",
+                     dense_weights_bytes(), "vllm", "float16", "Qwen/Qwen2.5-7B-Instruct"),
+    "awq": _variant("awq", "AWQ 4-bit, group 128 (fp16 activations)",
+                    awq_weights_bytes(), "vllm", "float16", "Qwen/Qwen2.5-7B-Instruct-AWQ"),
+    "gguf_q4_k_m": _variant("gguf_q4_k_m", "GGUF Q4_K_M (llama.cpp)",
+                            GGUF_Q4_K_M_BYTES, "llamacpp", "auto",
+                            "Qwen/Qwen2.5-7B-Instruct-GGUF"),
 }
 
 KV_DTYPE_BYTES = {"auto": 2, "fp8": 1}
@@ -207,12 +290,12 @@ def llamacpp_compute_bytes(n_ctx: int, arch: ModelArch = QWEN25_7B) -> int:
 class VllmFit:
     """Result of sizing one vLLM configuration on one GPU (per GPU under TP)."""
 
-    total_bytes: int
+    total_bytes: int  # the CUDA total (nvidia-smi's total minus reserved)
     utilization: float
     budget_bytes: int
     weights_bytes: int  # per GPU
-    activation_bytes: int
-    overhead_bytes: int
+    activation_bytes: int  # forward peak + sampler
+    overhead_bytes: int  # non-torch allocations inside the budget
     kv_available_bytes: int  # may be negative
     kv_bytes_per_token: int  # per GPU
     kv_tokens: int  # 0 when nothing is left
@@ -224,21 +307,24 @@ class VllmFit:
 
 def vllm_fit(total_mib: int, utilization: float, weights_bytes: int,
              max_num_batched_tokens: int, kv_cache_dtype: str = "auto",
-             tensor_parallel_size: int = 1) -> VllmFit:
-    total = int(total_mib) * MIB
+             tensor_parallel_size: int = 1, max_num_seqs: int = 256) -> VllmFit:
+    """vLLM's sizing: budget = CUDA total x utilization; KV = budget - everything else."""
+    total = cuda_total_bytes(total_mib)
     budget = int(total * utilization)
     weights = math.ceil(weights_bytes / tensor_parallel_size)
-    act = activation_bytes(max_num_batched_tokens)
+    act = activation_bytes(max_num_batched_tokens) + sampler_bytes(max_num_seqs)
     per_token = kv_bytes_per_token(kv_cache_dtype) // tensor_parallel_size
-    available = budget - weights - act - RUNTIME_OVERHEAD_BYTES
+    available = budget - weights - act - NON_TORCH_BYTES
     tokens = available // per_token if available > 0 else 0
-    return VllmFit(total, utilization, budget, weights, act, RUNTIME_OVERHEAD_BYTES,
+    return VllmFit(total, utilization, budget, weights, act, NON_TORCH_BYTES,
                    available, per_token, int(tokens))
 
 
 @dataclass(frozen=True)
 class LlamacppFit:
-    total_bytes: int
+    """llama.cpp on n_gpus GPUs (layers split evenly); the numbers are per GPU."""
+
+    total_bytes: int  # CUDA total of one GPU
     utilization: float
     budget_bytes: int
     weights_bytes: int
@@ -257,12 +343,18 @@ class LlamacppFit:
 
 
 def llamacpp_fit(total_mib: int, utilization: float, n_ctx: int,
-                 weights_bytes: int = GGUF_Q4_K_M_BYTES) -> LlamacppFit:
-    """llama.cpp allocates n_ctx tokens of f16 KV up front, plus its compute buffer."""
-    total = int(total_mib) * MIB
+                 weights_bytes: int = GGUF_Q4_K_M_BYTES, n_gpus: int = 1) -> LlamacppFit:
+    """llama.cpp allocates n_ctx tokens of f16 KV up front, plus its compute buffer.
+
+    With several GPUs (--split-mode layer) weights and KV are split over them; every GPU
+    holds a compute buffer.
+    """
+    total = cuda_total_bytes(total_mib)
     budget = int(total * utilization)
-    return LlamacppFit(total, utilization, budget, weights_bytes, RUNTIME_OVERHEAD_BYTES,
-                       n_ctx, n_ctx * kv_bytes_per_token("auto"), llamacpp_compute_bytes(n_ctx))
+    return LlamacppFit(total, utilization, budget, math.ceil(weights_bytes / n_gpus),
+                       NON_TORCH_BYTES, n_ctx,
+                       math.ceil(n_ctx * kv_bytes_per_token("auto") / n_gpus),
+                       llamacpp_compute_bytes(n_ctx))
 
 
 def gib(n_bytes: Optional[float]) -> str:

@@ -18,9 +18,10 @@ def test_module_returns_llm_plan_fact_and_summary(run_module):
     p = out["ansible_facts"]["llm_plan"]
     assert out["changed"] is False
     assert (p["engine"], p["quantization"], p["max_model_len"], p["kv_cache_tokens"]) == \
-        ("vllm", "bf16", 32768, 113_722)
-    assert out["summary"] == ("1x NVIDIA GeForce RTX 4090 (24564 MiB): vllm bf16, context "
-                              "32768, 256 seqs, KV 113722 tokens, tp 1, wheel cu130")
+        ("vllm", "bf16", 32768, 123_222)
+    assert out["summary"] == ("1x NVIDIA GeForce RTX 4090 (24564 MiB) GPU 0: vllm bf16, "
+                              "context 32768, 256 seqs, KV 123222 tokens, tp 1, replicas 1, "
+                              "util 0.935, wheel cu130")
 
 
 def test_module_accepts_auto_strings_and_string_numbers(run_module):
@@ -35,8 +36,9 @@ def test_module_failure_names_the_gpu_and_the_fix(run_module):
     assert out["failed"] is True
     assert out["msg"] == (
         "LLM plan failed (1x GPU: NVIDIA GeForce RTX 3060 12288 MiB, driver 550.163.01): bf16 "
-        "weights need 14.19 GiB but the NVIDIA GeForce RTX 3060 has 12.00 GiB x 0.92 = 11.04 "
-        "GiB usable: set llm_quantization: gguf_q4_k_m (or awq)")
+        "weights need 14.19 GiB but the NVIDIA GeForce RTX 3060 has 11.40 GiB (CUDA total) x "
+        "0.846 = 9.64 GiB (254 MiB already in use by other processes): set llm_quantization: "
+        "awq or gguf_q4_k_m")
     assert "ansible_facts" not in out
 
 
@@ -59,7 +61,7 @@ def _hostvars():
     return {
         "gpu1": {"llm_plan_ok": True, "llm_plan": plan(facts("h200"), {}).to_dict()},
         "gpu2": {"llm_plan_ok": True,
-                 "llm_plan": plan(facts("2x-rtx3060"), {"max_model_len": 65536}).to_dict()},
+                 "llm_plan": plan(facts("4x-a10g"), {"max_model_len": 65536}).to_dict()},
         "demo": {"llm_plan_ok": True,
                  "llm_plan": plan(facts("no-devices"), {"mode": "cpu"}).to_dict()},
         "bad": {"llm_plan_ok": False, "llm_plan_error": "LLM plan failed (x): no GPU\n here"},
@@ -71,12 +73,12 @@ def test_table_has_one_row_per_host_including_failures():
     table = llm_plan_table.plan_table(_hostvars(), ["gpu1", "gpu2", "demo", "bad", "stale"])
     lines = table.splitlines()
     assert lines[0].split() == ["host", "GPU", "VRAM", "driver", "quantization", "engine",
-                                "context", "concurrency"]
+                                "context", "util", "concurrency"]
     assert lines[2].split() == ["gpu1", "NVIDIA", "H200", "140.4", "GiB", "580.159.04", "bf16",
-                                "vllm", "cu130", "32768", "1024", "seqs,", "KV", "2104504",
-                                "tok"]
-    assert "2x NVIDIA GeForce RTX 3060" in lines[3] and "65536 (YaRN)" in lines[3]
-    assert "vllm cu130 tp2" in lines[3]
+                                "vllm", "cu130", "32768", "0.989", "1024", "seqs,", "KV",
+                                "2271763", "tok"]
+    assert "4x NVIDIA A10G" in lines[3] and "65536 (YaRN)" in lines[3]
+    assert "vllm cu129 x4" in lines[3]
     assert "CPU (demo)" in lines[4] and "vllm cpu" in lines[4]
     assert lines[5] == "bad    FAILED: LLM plan failed (x): no GPU here"
     assert lines[6].startswith("stale  FAILED: no plan (host unreachable")

@@ -33,7 +33,8 @@ def test_plan_dict_has_exactly_the_keys_other_roles_consume():
         "tensor_parallel_size", "kv_cache_tokens", "weights_bytes", "vllm_wheel_variant",
         "vllm_package", "vllm_index_url", "vllm_torch_index_url", "needs_cuda_toolkit",
         "n_gpu_layers", "model_repo", "gpu_name", "gpu_count", "vram_mib", "driver_version",
-        "reasons"}
+        "model_revision", "data_parallel_size", "gpu_indices", "cuda_visible_devices",
+        "cuda_architectures", "gpu_memory_used_mib", "provisional", "gpu_layout", "reasons"}
 
 
 # --- per card ---------------------------------------------------------------
@@ -43,32 +44,57 @@ def test_plan_h200_is_bf16_vllm_cu130_at_native_32768():
     assert {k: p[k] for k in ("mode", "engine", "quantization", "dtype", "max_model_len",
                               "hf_overrides", "gpu_memory_utilization", "max_num_seqs",
                               "max_num_batched_tokens", "kv_cache_dtype", "tensor_parallel_size",
-                              "kv_cache_tokens", "weights_bytes", "vllm_wheel_variant",
-                              "vllm_package", "vllm_index_url", "needs_cuda_toolkit",
-                              "gpu_name", "gpu_count", "vram_mib", "driver_version")} == {
+                              "data_parallel_size", "kv_cache_tokens", "weights_bytes",
+                              "vllm_wheel_variant", "vllm_package", "vllm_index_url",
+                              "needs_cuda_toolkit", "gpu_name", "gpu_count", "vram_mib",
+                              "driver_version", "cuda_visible_devices", "model_repo",
+                              "model_revision", "provisional")} == {
         "mode": "gpu", "engine": "vllm", "quantization": "bf16", "dtype": "bfloat16",
-        "max_model_len": 32768, "hf_overrides": {}, "gpu_memory_utilization": 0.92,
+        "max_model_len": 32768, "hf_overrides": {}, "gpu_memory_utilization": 0.989,
         "max_num_seqs": 1024, "max_num_batched_tokens": 8192, "kv_cache_dtype": "auto",
-        "tensor_parallel_size": 1, "kv_cache_tokens": 2_104_504,
+        "tensor_parallel_size": 1, "data_parallel_size": 1, "kv_cache_tokens": 2_271_763,
         "weights_bytes": 15_231_233_024, "vllm_wheel_variant": "cu130",
         "vllm_package": "vllm==0.33.0", "vllm_index_url": "", "needs_cuda_toolkit": False,
         "gpu_name": "NVIDIA H200", "gpu_count": 1, "vram_mib": 143771,
-        "driver_version": "580.159.04"}
+        "driver_version": "580.159.04", "cuda_visible_devices": "0",
+        "model_repo": "Qwen/Qwen2.5-7B-Instruct",
+        "model_revision": "a09a35458c702b33eeacc393d103063234e8bc28", "provisional": False}
+
+
+def test_h200_utilization_keeps_an_absolute_headroom_not_8_percent():
+    # (143771 - 616 reserved) MiB of CUDA total, 1.5 GiB headroom: 0.989, not 0.92 (11 GiB idle)
+    p = plan_for("h200")
+    row = p["gpu_layout"][0]
+    assert p["gpu_memory_utilization"] == 0.989
+    assert row["memory_bytes"] == {
+        "weights": 15_231_233_024, "kv_cache": 130_271_988_817, "activations": 2_417_606_656,
+        "reserve": 2_256_535_552, "others": 0, "free": 577_456_047}
+    assert sum(row["memory_bytes"].values()) == 143771 * 1024 ** 2
+    assert any("all of the CUDA total but 1.50 GiB headroom" in r for r in p["reasons"])
+
+
+@pytest.mark.parametrize("card,util", [
+    ("h200", 0.989), ("a100-80gb", 0.981), ("rtx4090", 0.935), ("a10g", 0.931),
+    ("l4", 0.931), ("t4", 0.93), ("rtx3060", 0.89), ("rtx3070", 0.823)])
+def test_utilization_scales_with_the_card(card, util):
+    assert plan_for(card)["gpu_memory_utilization"] == util
 
 
 def test_plan_picks_gguf_on_12gb_card():
     p = plan_for("rtx3060")
     assert (p["quantization"], p["engine"], p["max_model_len"], p["kv_cache_tokens"],
             p["n_gpu_layers"], p["needs_cuda_toolkit"], p["vllm_wheel_variant"],
-            p["vllm_package"], p["max_num_seqs"], p["weights_bytes"]) == \
-        ("gguf_q4_k_m", "llamacpp", 32768, 32768, -1, True, "none", "", 1, 4_686_883_062)
+            p["vllm_package"], p["max_num_seqs"], p["weights_bytes"], p["model_repo"],
+            p["model_revision"], p["cuda_architectures"]) == \
+        ("gguf_q4_k_m", "llamacpp", 32768, 32768, -1, True, "none", "", 1, 4_686_883_062,
+         "Qwen/Qwen2.5-7B-Instruct-GGUF", "bb5d59e06d9551d752d08b292a50eb208b07ab1f", "86")
     assert any("bf16 does not fit" in r for r in p["reasons"])
 
 
 @pytest.mark.parametrize("card,kv_tokens,wheel", [
-    ("rtx4090", 113_722, "cu130"),
-    ("a10g", 87_882, "cu129"),
-    ("l4", 87_983, "cu129"),
+    ("rtx4090", 123_222, "cu130"),
+    ("a10g", 95_321, "cu129"),
+    ("l4", 95_423, "cu129"),
 ])
 def test_plan_24gb_cards_get_bf16_with_full_32768_context(card, kv_tokens, wheel):
     p = plan_for(card)
@@ -77,6 +103,51 @@ def test_plan_24gb_cards_get_bf16_with_full_32768_context(card, kv_tokens, wheel
         ("bf16", "vllm", "bfloat16", 32768, kv_tokens, 256, 2048, wheel)
 
 
+# --- memory other processes hold ----------------------------------------------------
+
+def test_desktop_4090_sizes_against_free_memory_not_total():
+    idle, desktop = plan_for("rtx4090"), plan_for("rtx4090-desktop")
+    assert (desktop["gpu_memory_utilization"], desktop["kv_cache_tokens"],
+            desktop["gpu_memory_used_mib"], desktop["max_model_len"]) == \
+        (0.858, 89_503, 1846, 32768)
+    assert (idle["gpu_memory_utilization"], idle["kv_cache_tokens"]) == (0.935, 123_222)
+    assert "1846 MiB of the NVIDIA GeForce RTX 4090 in use by other processes: sized against " \
+        "what is free" in desktop["reasons"]
+    assert desktop["gpu_layout"][0]["memory_bytes"]["others"] == 1846 * 1024 ** 2
+
+
+def test_desktop_3060_keeps_gguf_32768_with_less_headroom():
+    p = plan_for("rtx3060-desktop")
+    assert (p["engine"], p["max_model_len"], p["gpu_memory_utilization"],
+            p["gpu_memory_used_mib"]) == ("llamacpp", 32768, 0.804, 1258)
+
+
+def test_explicit_utilization_above_what_is_free_is_refused_with_numbers():
+    assert refusal("rtx4090-desktop", gpu_memory_utilization=0.95) == (
+        "llm_gpu_memory_utilization 0.95 asks for 22.22 GiB of the NVIDIA GeForce RTX 4090's "
+        "23.39 GiB (CUDA total) but only 21.08 GiB are free for it at start (1846 MiB in use "
+        "by other processes, 0.50 GiB for the engine's CUDA context): vLLM would refuse to "
+        "start: set llm_gpu_memory_utilization: auto")
+
+
+def test_busy_3060_is_refused_with_the_numbers_and_what_to_free():
+    assert refusal("rtx3060-busy") == (
+        "GGUF Q4_K_M on the NVIDIA GeForce RTX 3060 needs 5.37 GiB (weights 4.37 + KV + compute "
+        "buffer + runtime) at 2048 tokens but it has 11.40 GiB (CUDA total) x 0.321 = 3.66 GiB "
+        "(6900 MiB already in use by other processes): stop what holds the 6900 MiB in use on "
+        "the NVIDIA GeForce RTX 3060 (nvidia-smi lists the processes) or set llm_mode: cpu")
+
+
+def test_memory_of_the_bundles_own_engine_is_not_counted_as_others():
+    f = facts("rtx4090")
+    f["gpus"][0].update(memory_used_mib=22_000, memory_used_by_bundle_mib=21_999)
+    p = plan(f, {}).to_dict()
+    assert (p["gpu_memory_utilization"], p["kv_cache_tokens"], p["gpu_memory_used_mib"]) == \
+        (0.935, 123_222, 1)
+
+
+# --- T4 and old GPUs ------------------------------------------------------------
+
 def test_plan_t4_has_no_room_for_fp16_and_falls_back_to_gguf():
     p = plan_for("t4")
     assert (p["quantization"], p["engine"], p["max_model_len"]) == ("gguf_q4_k_m", "llamacpp",
@@ -84,49 +155,115 @@ def test_plan_t4_has_no_room_for_fp16_and_falls_back_to_gguf():
     assert any("fp16 does not fit the Tesla T4" in r for r in p["reasons"])
 
 
-def test_plan_t4_refuses_bf16_for_compute_capability_7_5():
-    msg = refusal("t4", quantization="bf16")
-    assert msg == ("bf16 needs compute capability >= 8.0 but the Tesla T4 has 7.5: set "
-                   "llm_quantization: fp16 (same weights as float16), awq or gguf_q4_k_m")
+def test_plan_t4_refusal_for_bf16_suggests_only_plans_that_work():
+    # fp16 has the same weights and does not fit a T4 either: not suggested
+    assert refusal("t4", quantization="bf16") == (
+        "bf16 needs compute capability >= 8.0 but the Tesla T4 has 7.5: set llm_quantization: "
+        "awq or gguf_q4_k_m")
 
 
 def test_plan_t4_refuses_fp16_weights_with_numbers():
     assert refusal("t4", quantization="fp16") == (
-        "fp16 weights need 14.19 GiB but the Tesla T4 has 15.00 GiB x 0.92 = 13.80 GiB usable: "
-        "set llm_quantization: gguf_q4_k_m (or awq)")
+        "fp16 weights need 14.19 GiB but the Tesla T4 has 14.40 GiB (CUDA total) x 0.895 = "
+        "12.89 GiB: set llm_quantization: awq or gguf_q4_k_m")
+
+
+def test_every_alternative_a_refusal_names_is_accepted():
+    cases = [("t4", {"quantization": "bf16"}), ("t4", {"quantization": "fp16"}),
+             ("rtx3060", {"quantization": "bf16"}), ("rtx4090", {"tensor_parallel_size": 2}),
+             ("a10g", {"kv_cache_dtype": "fp8"}), ("p100", {"engine": "vllm"}),
+             ("rtx4090-desktop", {"gpu_memory_utilization": 0.95})]
+    for card, choices in cases:
+        msg = refusal(card, **choices)
+        fix = msg.rsplit(": set ", 1)[1]
+        key = None
+        for alternative in fix.split(" or "):
+            override = dict(choices)
+            for pair in alternative.split(", "):
+                if ": " in pair:  # "llm_quantization: awq or gguf_q4_k_m" shares the key
+                    key, value = pair.split(": ")
+                else:
+                    value = pair
+                override[key[len("llm_"):]] = value
+            plan(facts(card), override)  # raises if the suggestion does not work
 
 
 def test_plan_t4_awq_runs_on_vllm_as_float16_with_cu129():
     p = plan_for("t4", quantization="awq")
     assert (p["engine"], p["dtype"], p["max_model_len"], p["kv_cache_tokens"],
-            p["weights_bytes"], p["vllm_wheel_variant"], p["model_repo"]) == \
-        ("vllm", "float16", 32768, 127_350, 5_570_747_392, "cu129",
-         "Qwen/Qwen2.5-7B-Instruct-AWQ")
+            p["weights_bytes"], p["vllm_wheel_variant"], p["model_repo"],
+            p["model_revision"]) == \
+        ("vllm", "float16", 32768, 123_541, 5_570_747_392, "cu129",
+         "Qwen/Qwen2.5-7B-Instruct-AWQ", "b25037543e9394b818fdfca67ab2a00ecc7dd641")
+
+
+@pytest.mark.parametrize("card,arch", [("p100", "60"), ("v100-16gb", "70")])
+def test_pascal_and_volta_go_to_llamacpp_built_for_their_architecture(card, arch):
+    p = plan_for(card)
+    assert (p["engine"], p["quantization"], p["cuda_architectures"], p["needs_cuda_toolkit"],
+            p["max_model_len"]) == ("llamacpp", "gguf_q4_k_m", arch, True, 32768)
+    assert any("CUDA architecture %s" % arch in r for r in p["reasons"])
+
+
+def test_vllm_on_pascal_is_refused_naming_llamacpp():
+    assert refusal("p100", engine="vllm") == (
+        "vLLM needs compute capability >= 7.5 but the Tesla P100-PCIE-16GB has 6.0: set "
+        "llm_engine: llamacpp, llm_quantization: gguf_q4_k_m")
 
 
 def test_plan_a100_80gb_keeps_vllm_small_gpu_defaults():
     p = plan_for("a100-80gb")
     assert (p["quantization"], p["max_model_len"], p["max_num_seqs"],
             p["max_num_batched_tokens"], p["kv_cache_tokens"]) == \
-        ("bf16", 32768, 256, 2048, 1_078_614)
+        ("bf16", 32768, 256, 2048, 1_172_234)
 
 
-def test_plan_2x_rtx4090_uses_one_gpu_when_the_model_fits():
+# --- several GPUs -------------------------------------------------------------------
+
+def test_plan_2x_rtx4090_serves_two_replicas():
     p = plan_for("2x-rtx4090")
-    assert (p["tensor_parallel_size"], p["gpu_count"], p["kv_cache_tokens"]) == (1, 2, 113_722)
+    assert (p["tensor_parallel_size"], p["data_parallel_size"], p["gpu_count"],
+            p["cuda_visible_devices"], p["kv_cache_tokens"]) == (1, 2, 2, "0,1", 123_222)
+    assert [r["role"] for r in p["gpu_layout"]] == [
+        "vLLM bf16, replica 1 of 2", "vLLM bf16, replica 2 of 2"]
+
+
+@pytest.mark.parametrize("card,replicas,devices", [("2x-a10g", 2, "0,1"),
+                                                   ("4x-a10g", 4, "0,1,2,3")])
+def test_plan_a10g_hosts_serve_one_replica_per_gpu(card, replicas, devices):
+    p = plan_for(card)
+    assert (p["quantization"], p["tensor_parallel_size"], p["data_parallel_size"],
+            p["cuda_visible_devices"], p["kv_cache_tokens"], p["vllm_wheel_variant"]) == \
+        ("bf16", 1, replicas, devices, 95_321, "cu129")
+
+
+def test_4x_a10g_at_131072_is_two_tensor_parallel_pairs():
+    p = plan_for("4x-a10g", max_model_len=131072)
+    assert (p["tensor_parallel_size"], p["data_parallel_size"], p["kv_cache_tokens"]) == \
+        (2, 2, 456_255)
+    assert [r["role"] for r in p["gpu_layout"]] == [
+        "vLLM bf16 tp2, replica 1 of 2", "vLLM bf16 tp2, replica 1 of 2",
+        "vLLM bf16 tp2, replica 2 of 2", "vLLM bf16 tp2, replica 2 of 2"]
 
 
 def test_plan_2x_rtx3060_auto_uses_tensor_parallel_2_for_bf16():
     p = plan_for("2x-rtx3060")
-    assert (p["quantization"], p["tensor_parallel_size"], p["kv_cache_tokens"],
-            p["max_model_len"]) == ("bf16", 2, 80_022, 32768)
+    assert (p["quantization"], p["tensor_parallel_size"], p["data_parallel_size"],
+            p["kv_cache_tokens"], p["max_model_len"]) == ("bf16", 2, 1, 54_296, 32768)
 
 
-def test_plan_mixed_gpus_plans_by_the_smallest():
+def test_plan_mixed_gpus_serves_bf16_on_the_4090_and_says_what_the_3060_does():
     p = plan_for("mixed-4090-3060")
-    assert (p["gpu_name"], p["vram_mib"], p["tensor_parallel_size"]) == \
-        ("NVIDIA GeForce RTX 3060", 12288, 2)
-    assert any(r.startswith("mixed GPUs") for r in p["reasons"])
+    assert (p["gpu_name"], p["vram_mib"], p["gpu_count"], p["cuda_visible_devices"],
+            p["quantization"], p["tensor_parallel_size"], p["data_parallel_size"]) == \
+        ("NVIDIA GeForce RTX 4090", 24564, 1, "0", "bf16", 1, 1)
+    assert [(r["index"], r["role"]) for r in p["gpu_layout"]] == [
+        (0, "vLLM bf16, replica 1 of 1"),
+        (1, "unused (alone it would serve: llamacpp gguf_q4_k_m, context 32768)")]
+    assert p["reasons"][0] == (
+        "mixed GPUs: GPU 0 NVIDIA GeForce RTX 4090: vLLM bf16, replica 1 of 1; GPU 1 NVIDIA "
+        "GeForce RTX 3060: unused (alone it would serve: llamacpp gguf_q4_k_m, context 32768); "
+        "one engine per host serves the best class (NVIDIA GeForce RTX 4090)")
 
 
 def test_plan_8gb_card_auto_is_gguf_with_8192_context():
@@ -136,20 +273,22 @@ def test_plan_8gb_card_auto_is_gguf_with_8192_context():
 
 def test_plan_8gb_card_refuses_bf16():
     assert refusal("rtx3070", quantization="bf16") == (
-        "bf16 weights need 14.19 GiB but the NVIDIA GeForce RTX 3070 has 8.00 GiB x 0.92 = "
-        "7.36 GiB usable: set llm_quantization: gguf_q4_k_m (or awq)")
+        "bf16 weights need 14.19 GiB but the NVIDIA GeForce RTX 3070 has 7.40 GiB (CUDA total) "
+        "x 0.756 = 5.59 GiB (310 MiB already in use by other processes): set llm_quantization: "
+        "gguf_q4_k_m")
 
 
 def test_plan_12gb_card_refuses_bf16_with_the_fix():
     assert refusal("rtx3060", quantization="bf16") == (
-        "bf16 weights need 14.19 GiB but the NVIDIA GeForce RTX 3060 has 12.00 GiB x 0.92 = "
-        "11.04 GiB usable: set llm_quantization: gguf_q4_k_m (or awq)")
+        "bf16 weights need 14.19 GiB but the NVIDIA GeForce RTX 3060 has 11.40 GiB (CUDA total) "
+        "x 0.846 = 9.64 GiB (254 MiB already in use by other processes): set llm_quantization: "
+        "awq or gguf_q4_k_m")
 
 
 def test_plan_12gb_card_with_engine_vllm_picks_awq():
     p = plan_for("rtx3060", engine="vllm")
     assert (p["quantization"], p["engine"], p["max_model_len"], p["kv_cache_tokens"]) == \
-        ("awq", "vllm", 32768, 75_670)
+        ("awq", "vllm", 32768, 62_807)
 
 
 # --- drivers and wheels -----------------------------------------------------
@@ -192,25 +331,41 @@ def test_garbage_nvidia_smi_is_refused_with_the_parse_error():
     assert refusal("garbage").startswith("cannot read the GPUs: cannot parse nvidia-smi output")
 
 
-def test_no_driver_is_refused_until_the_driver_role_ran():
+def test_no_driver_without_a_branch_says_it_once():
     f = llm_gpu.gather(fixture_runner("h200"), None, str(SYSFS / "rtx4090"))
-    with pytest.raises(PlanError, match="nvidia_driver role must run first .*"
-                                        "llm_assume_driver_branch: 580"):
-        plan(f, {})
+    msg = str(pytest.raises(PlanError, plan, f, {}).value)
+    assert msg == (
+        "NVIDIA GPU on the PCI bus (NVIDIA GeForce RTX 4090 (0000:01:00.0)) but nvidia-smi is "
+        "not installed: set llm_assume_driver_branch: 580 to plan for the branch the "
+        "nvidia_driver role installs (playbooks/plan.yml passes nvidia_driver_branch), or "
+        "install the driver first")
+    assert msg.count("nvidia_driver role") == 1
 
 
-def test_no_driver_plans_with_assume_driver_branch_from_the_pci_id():
+def test_fresh_host_plans_provisionally_for_the_driver_branch_from_the_pci_id():
     f = llm_gpu.gather(fixture_runner("h200"), None, str(SYSFS / "rtx4090"))
     p = plan(f, {"assume_driver_branch": "580"}).to_dict()
     assert (p["quantization"], p["max_model_len"], p["vllm_wheel_variant"],
-            p["driver_version"], p["kv_cache_tokens"]) == \
-        ("bf16", 32768, "cu130", "580 (assumed)", 113_722)
+            p["driver_version"], p["kv_cache_tokens"], p["provisional"],
+            p["gpu_memory_utilization"]) == \
+        ("bf16", 32768, "cu130", "580 (planned)", 123_222, True, 0.935)
+    assert p["reasons"][1].startswith("no working driver yet: provisional plan for driver "
+                                      "branch 580")
 
 
-def test_no_driver_with_unknown_pci_id_is_refused_even_with_assume_driver_branch():
+def test_fresh_host_with_branch_535_plans_the_cu129_wheel():
+    f = llm_gpu.gather(fixture_runner("h200"), None, str(SYSFS / "rtx4090"))
+    assert plan(f, {"assume_driver_branch": 535}).vllm_wheel_variant == "cu129"
+
+
+def test_unknown_pci_device_is_refused_naming_the_variable_to_declare_it():
     f = llm_gpu.gather(fixture_runner("h200"), None, str(SYSFS / "unknown-nvidia"))
-    with pytest.raises(PlanError, match="not in the PCI id table"):
-        plan(f, {"assume_driver_branch": 580})
+    assert str(pytest.raises(PlanError, plan, f, {"assume_driver_branch": 580}).value) == (
+        "GPU NVIDIA PCI device 0x29ff (0000:01:00.0) is not in the bundle's PCI id table, so "
+        "its memory and compute capability are unknown until a driver runs: declare it with "
+        "llm_gpu_pci_ids: {'0x29ff': {memory_mib: <MiB>, compute_capability: '<x.y>'}} "
+        "(memory.total in MiB as nvidia-smi reports it), or install the driver first "
+        "(ansible-playbook playbooks/gpu.yml) and plan again")
 
 
 def test_mig_enabled_is_refused_with_how_to_disable_it():
@@ -234,22 +389,23 @@ def test_native_context_never_enables_yarn():
 def test_131072_on_24gb_is_refused_naming_the_largest_that_fits():
     assert refusal("rtx4090", max_model_len=131072) == (
         "max_model_len 131072 at bf16 needs 7.00 GiB of KV cache (57344 bytes/token) but the "
-        "NVIDIA GeForce RTX 4090 has 6.07 GiB left for KV (23.99 GiB x 0.92 = 22.07 GiB usable "
-        "- 14.19 GiB weights - 0.31 GiB activations - 1.50 GiB runtime): the largest "
-        "max_model_len that fits is 65536 (room for 113722 tokens); set llm_max_model_len: "
-        "65536 (or keep it and set llm_kv_cache_dtype: fp8: room for 227445 tokens)")
+        "NVIDIA GeForce RTX 4090 has 6.58 GiB left for KV (23.39 GiB (CUDA total) x 0.935 = "
+        "21.87 GiB (1 MiB already in use by other processes) - 14.19 GiB weights - 0.60 GiB "
+        "activations - 0.50 GiB runtime): the largest max_model_len that fits is 65536 (room "
+        "for 123222 tokens); set llm_max_model_len: 65536 (or keep it and set "
+        "llm_kv_cache_dtype: fp8: room for 246444 tokens)")
 
 
 def test_131072_on_a10g_is_refused_without_fp8_hint_on_ampere():
     msg = refusal("a10g", max_model_len=131072)
-    assert "the largest max_model_len that fits is 65536 (room for 87882 tokens)" in msg
+    assert "the largest max_model_len that fits is 65536 (room for 95321 tokens)" in msg
     assert "fp8" not in msg
 
 
 def test_131072_on_24gb_fits_with_fp8_kv():
     p = plan_for("rtx4090", max_model_len=131072, kv_cache_dtype="fp8")
     assert (p["kv_cache_dtype"], p["kv_cache_tokens"], p["hf_overrides"]) == \
-        ("fp8", 227_445, YARN)
+        ("fp8", 246_444, YARN)
 
 
 def test_fp8_kv_refused_below_compute_capability_8_9():
@@ -259,12 +415,13 @@ def test_fp8_kv_refused_below_compute_capability_8_9():
 
 def test_131072_on_2x_rtx4090_uses_tensor_parallel_2():
     p = plan_for("2x-rtx4090", max_model_len=131072)
-    assert (p["tensor_parallel_size"], p["kv_cache_tokens"]) == (2, 493_057)
+    assert (p["tensor_parallel_size"], p["data_parallel_size"], p["kv_cache_tokens"]) == \
+        (2, 1, 512_055)
 
 
 def test_131072_on_12gb_gguf_is_refused_naming_the_largest_that_fits():
     msg = refusal("rtx3060", max_model_len=131072)
-    assert msg.startswith("max_model_len 131072 on llama.cpp needs 20.16 GiB")
+    assert msg.startswith("max_model_len 131072 on llama.cpp needs 19.16 GiB")
     assert msg.endswith("the largest max_model_len that fits is 32768; set llm_max_model_len: "
                         "32768")
 
@@ -272,7 +429,7 @@ def test_131072_on_12gb_gguf_is_refused_naming_the_largest_that_fits():
 def test_lower_utilization_shrinks_the_kv_cache():
     p = plan_for("rtx4090", gpu_memory_utilization="0.8")
     assert (p["gpu_memory_utilization"], p["kv_cache_tokens"], p["max_model_len"]) == \
-        (0.8, 59_822, 32768)
+        (0.8, 64_104, 32768)
 
 
 # --- engines and quantizations -----------------------------------------------
@@ -295,8 +452,8 @@ def test_engine_llamacpp_auto_quantization_is_gguf_even_on_h200():
 
 def test_tensor_parallel_larger_than_gpu_count_is_refused():
     assert refusal("rtx4090", tensor_parallel_size=2) == (
-        "llm_tensor_parallel_size is 2 but the host has 1 GPU(s): set "
-        "llm_tensor_parallel_size: auto")
+        "llm_tensor_parallel_size is 2 but the host has 1 GPU(s) of this kind (NVIDIA GeForce "
+        "RTX 4090): set llm_tensor_parallel_size: auto")
 
 
 def test_explicit_max_num_seqs_is_kept():

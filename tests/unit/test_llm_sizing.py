@@ -43,19 +43,63 @@ def test_activation_reserve_reproduces_h200_measurements():
     assert s.activation_bytes(512) == 123_875_328
 
 
-def test_vllm_fit_on_rtx4090_leaves_113722_kv_tokens():
-    fit = s.vllm_fit(24564, 0.92, s.CATALOG["bf16"].weights_bytes, 2048)
-    assert fit.total_bytes == 25_757_220_864  # 24564 MiB
-    assert fit.budget_bytes == 23_696_643_194
-    assert fit.kv_available_bytes == 23_696_643_194 - 15_231_233_024 - 333_479_936 - 1_610_612_736
-    assert fit.kv_tokens == 113_722
+def test_cuda_total_is_nvidia_smi_total_minus_the_616_mib_reserved():
+    # H200: nvidia-smi 143771 MiB, torch.cuda.mem_get_info total 150,109,880,320 bytes
+    assert s.cuda_total_bytes(143771) == 143155 * 1024 ** 2
+    assert abs(s.cuda_total_bytes(143771) - 150_109_880_320) < 1024 ** 2
+
+
+def test_auto_utilization_leaves_the_absolute_headroom_free():
+    assert s.HEADROOM_BYTES == 1536 * 1024 ** 2
+    assert s.auto_utilization(143771) == 0.989
+    assert s.auto_utilization(24564, 1) == 0.935
+    assert s.auto_utilization(12288, 254) == 0.846
+    assert s.auto_utilization(12288, 254, s.LLAMACPP_HEADROOM_BYTES) == 0.89
+    assert s.auto_utilization(12288, 11000) == 0.0
+    for total, used in ((143771, 0), (24564, 1846), (12288, 254), (23028, 0)):
+        util = s.auto_utilization(total, used)
+        free = s.cuda_total_bytes(total) - used * 1024 ** 2
+        assert free - int(s.cuda_total_bytes(total) * util) >= s.HEADROOM_BYTES
+
+
+def test_max_start_utilization_is_what_vllm_finds_free_after_its_context():
+    assert s.max_start_utilization(24564, 1846) == 0.901
+
+
+def test_sampler_counts_fp32_logits_and_probs_per_sequence():
+    assert s.sampler_bytes(256) == 256 * 152064 * 8
+
+
+def test_vllm_fit_on_rtx4090_leaves_123222_kv_tokens():
+    fit = s.vllm_fit(24564, 0.935, s.CATALOG["bf16"].weights_bytes, 2048)
+    assert fit.total_bytes == 25_111_298_048  # (24564 - 616) MiB
+    assert fit.budget_bytes == 23_479_063_674
+    assert fit.activation_bytes == 333_479_936 + 256 * 152064 * 8
+    assert fit.kv_available_bytes == (23_479_063_674 - 15_231_233_024 - 644_907_008
+                                      - 536_870_912)
+    assert fit.kv_tokens == 123_222
 
 
 def test_vllm_fit_splits_weights_and_kv_under_tensor_parallel():
-    fit = s.vllm_fit(12288, 0.92, s.CATALOG["bf16"].weights_bytes, 2048, "auto", 2)
+    fit = s.vllm_fit(12288, 0.846, s.CATALOG["bf16"].weights_bytes, 2048, "auto", 2)
     assert fit.weights_bytes == 7_615_616_512
     assert fit.kv_bytes_per_token == 28_672
-    assert fit.kv_tokens == 80_022
+    assert fit.kv_tokens == 54_296
+
+
+def test_llamacpp_fit_splits_weights_and_kv_over_gpus():
+    one = s.llamacpp_fit(12288, 0.89, 32768)
+    two = s.llamacpp_fit(12288, 0.89, 32768, n_gpus=2)
+    assert two.weights_bytes == -(-s.GGUF_Q4_K_M_BYTES // 2)
+    assert two.kv_bytes == 32768 * 57_344 // 2
+    assert two.compute_bytes == one.compute_bytes
+
+
+def test_catalog_pins_a_revision_for_every_repository():
+    assert {v.hf_repo: v.hf_revision for v in s.CATALOG.values()} == {
+        "Qwen/Qwen2.5-7B-Instruct": "a09a35458c702b33eeacc393d103063234e8bc28",
+        "Qwen/Qwen2.5-7B-Instruct-AWQ": "b25037543e9394b818fdfca67ab2a00ecc7dd641",
+        "Qwen/Qwen2.5-7B-Instruct-GGUF": "bb5d59e06d9551d752d08b292a50eb208b07ab1f"}
 
 
 def test_llamacpp_fit_counts_weights_kv_and_compute_buffer():
