@@ -97,6 +97,34 @@ def plan_failures(hostvars, hosts):
             if len(r) == 2]
 
 
+#: What an operator needs to see when a re-plan changes a plan.
+DIFF_KEYS = ("engine", "quantization", "max_model_len", "gpu_memory_utilization",
+             "kv_cache_tokens", "tensor_parallel_size", "data_parallel_size",
+             "cuda_visible_devices", "gpu_name", "gpu_count", "vram_mib",
+             "gpu_memory_used_mib", "driver_version", "vllm_wheel_variant", "provisional")
+
+
+def plan_diff(before, after):
+    """['key: old -> new', ...] for the plan keys that differ (empty when equal)."""
+    before, after = before or {}, after or {}
+    return ["%s: %s -> %s" % (k, before.get(k), after.get(k)) for k in DIFF_KEYS
+            if before.get(k) != after.get(k)]
+
+
+def plan_summary(plan):
+    """One line: GPUs, engine, quantization, context, replicas, utilization."""
+    plan = plan or {}
+    if plan.get("mode") == "cpu":
+        where = "CPU"
+    else:
+        where = "%sx %s (GPU %s)" % (plan.get("gpu_count"), plan.get("gpu_name"),
+                                     plan.get("cuda_visible_devices"))
+    return ("%s: %s %s, context %s, %s replica(s), utilization %s"
+            % (where, plan.get("engine"), plan.get("quantization"), plan.get("max_model_len"),
+               plan.get("data_parallel_size", 1), plan.get("gpu_memory_utilization")))
+
+
 class FilterModule(object):
     def filters(self):
-        return {"llm_plan_table": plan_table, "llm_plan_failures": plan_failures}
+        return {"llm_plan_table": plan_table, "llm_plan_failures": plan_failures,
+                "llm_plan_diff": plan_diff, "llm_plan_summary": plan_summary}

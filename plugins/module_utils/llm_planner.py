@@ -30,6 +30,9 @@ from ansible.module_utils.llm_sizing import (  # noqa: F401  (re-exported for ca
 BUNDLE_MIN_DRIVER = 535
 CUDA13_MIN_DRIVER = 580
 CUDA12_MIN_DRIVER = 525
+#: NVIDIA's 580 branch is the last with Maxwell/Pascal/Volta support (CUDA 13 dropped their
+#: offline compilation too, so their llama.cpp builds use a CUDA 12 toolkit).
+LAST_DRIVER_FOR_PRE_TURING = 580
 VLLM_CUDA13_SINCE = (0, 20)
 VLLM_MIN_CC = 7.5
 BF16_MIN_CC = 8.0
@@ -386,8 +389,9 @@ def _read_gpus(facts: Dict[str, Any], c: Choices) -> _Gpus:
             example = ", ".join("'%s': {memory_mib: <MiB>, compute_capability: '<x.y>'}" % i
                                 for i in ids)
             raise PlanError(
-                "GPU %s is not in the bundle's PCI id table, so its memory and compute "
-                "capability are unknown until a driver runs: declare it with "
+                "GPU %s is not in the bundle's PCI id table (or its memory differs between "
+                "boards), so its memory and compute capability are unknown until a driver "
+                "runs: declare it with "
                 "llm_gpu_pci_ids: {%s} (memory.total in MiB as nvidia-smi reports it), or "
                 "install the driver first (ansible-playbook playbooks/gpu.yml) and plan again"
                 % (", ".join("%s (%s)" % (g.get("name"), g.get("pci_bus_id"))
@@ -421,6 +425,14 @@ def _read_gpus(facts: Dict[str, Any], c: Choices) -> _Gpus:
             raise PlanError("compute capability of GPU %s (%s) is unknown (not reported by "
                             "nvidia-smi and not in the name table): upgrade the driver to "
                             ">= %d" % (g.get("index"), g.get("name"), BUNDLE_MIN_DRIVER))
+    old = [g for g in gpus if (_cc(g.get("compute_capability")) or 0) < VLLM_MIN_CC]
+    if old and int(driver_major) > LAST_DRIVER_FOR_PRE_TURING:
+        raise PlanError("the %s (compute capability %s) is not supported by driver branch %d: "
+                        "%d is the last branch for Maxwell, Pascal and Volta GPUs; set "
+                        "nvidia_driver_branch: %d"
+                        % (old[0].get("name"), old[0].get("compute_capability"),
+                           int(driver_major), LAST_DRIVER_FOR_PRE_TURING,
+                           LAST_DRIVER_FOR_PRE_TURING))
     return _Gpus(gpus, int(driver_major), str(driver_version), provisional, reasons)
 
 

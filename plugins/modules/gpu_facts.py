@@ -31,12 +31,33 @@ options:
     description: Also read NVML through pynvml when it is importable (cross-check only).
     type: bool
     default: false
+  pci_ids:
+    description:
+      - PCI device ids this host declares, set through the variable C(llm_gpu_pci_ids).
+        They extend and override the module's PCI id table, which is what lets a host
+        without a working driver be planned (C(gpu_facts.status=no_driver)).
+      - Keys are NVIDIA PCI device ids as C(/sys/bus/pci/devices/*/device) prints them,
+        as quoted strings C("0x29ff"), C("29ff") or C("10de:29ff") (normalised to
+        C(0x29ff)). Unquoted YAML C(0x29ff) is the number 10751 and is refused.
+      - Values are dicts with C(memory_mib) (int, required; memory.total as nvidia-smi
+        reports it), C(compute_capability) (string like C("8.9"), required) and
+        C(name) (optional; default the table's name or C(NVIDIA PCI device 0x29ff)).
+      - A bad entry fails the module with a message naming C(llm_gpu_pci_ids).
+      - Ids whose memory the table leaves unknown (one id sold with different memory,
+        e.g. 0x2803 RTX 4060 Ti 8/16 GB) or only conservative (0x2503 RTX 3060 planned as
+        8 GB) are the usual reason to declare one.
+    type: dict
+    default: {}
 author: LLM bundle team
 """
 
 EXAMPLES = r"""
 - name: Read the GPUs
   gpu_facts:
+- name: Read the GPUs of a host whose 12 GB RTX 3060 has no driver yet
+  gpu_facts:
+    pci_ids:
+      "0x2503": {memory_mib: 12288, compute_capability: "8.6"}
 - name: Show them
   ansible.builtin.debug:
     var: gpu_facts
@@ -47,7 +68,9 @@ ansible_facts:
   description: C(gpu_facts) with keys status (ok|no_gpu|no_driver|driver_mismatch|error),
     message, gpus (index, name, uuid, memory_total_mib, memory_used_mib, compute_capability,
     pci_bus_id, mig_mode), gpu_count, driver_version, driver_major, cuda_driver_version,
-    total_memory_mib, pci_devices (and nvml when use_nvml found pynvml).
+    total_memory_mib, pci_devices (pci_bus_id, device_id, name, memory_total_mib,
+    compute_capability, memory_note, known, source table|llm_gpu_pci_ids|null)
+    (and nvml when use_nvml found pynvml).
   returned: always
   type: dict
 """
@@ -55,7 +78,7 @@ ansible_facts:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.llm_gpu import gather, pynvml_facts
+from ansible.module_utils.llm_gpu import PciIdsError, gather, parse_pci_ids, pynvml_facts
 
 
 def find_nvidia_smi(module, path):
@@ -70,9 +93,14 @@ def main():
             nvidia_smi_path=dict(type="path"),
             sysfs_root=dict(type="path", default="/sys"),
             use_nvml=dict(type="bool", default=False),
+            pci_ids=dict(type="dict", default={}),
         ),
         supports_check_mode=True,
     )
+    try:
+        pci_ids = parse_pci_ids(module.params["pci_ids"])
+    except PciIdsError as exc:
+        module.fail_json(msg=str(exc))
     nvidia_smi = find_nvidia_smi(module, module.params["nvidia_smi_path"])
 
     def run(argv):
@@ -82,7 +110,7 @@ def main():
             return 127, "", str(exc)
         return rc, out, err
 
-    facts = gather(run, nvidia_smi, module.params["sysfs_root"])
+    facts = gather(run, nvidia_smi, module.params["sysfs_root"], pci_ids=pci_ids)
     if module.params["use_nvml"] and facts["status"] == "ok":
         nvml = pynvml_facts()
         if nvml is not None:

@@ -205,6 +205,14 @@ def test_pascal_and_volta_go_to_llamacpp_built_for_their_architecture(card, arch
     assert any("CUDA architecture %s" % arch in r for r in p["reasons"])
 
 
+def test_pascal_on_a_driver_branch_after_580_is_refused():
+    f = llm_gpu.gather(fixture_runner("h200"), None, str(SYSFS / "p100"))
+    assert str(pytest.raises(PlanError, plan, f, {"assume_driver_branch": 590}).value) == (
+        "the Tesla P100-PCIE-16GB (compute capability 6.0) is not supported by driver branch "
+        "590: 580 is the last branch for Maxwell, Pascal and Volta GPUs; set "
+        "nvidia_driver_branch: 580")
+
+
 def test_vllm_on_pascal_is_refused_naming_llamacpp():
     assert refusal("p100", engine="vllm") == (
         "vLLM needs compute capability >= 7.5 but the Tesla P100-PCIE-16GB has 6.0: set "
@@ -361,8 +369,9 @@ def test_fresh_host_with_branch_535_plans_the_cu129_wheel():
 def test_unknown_pci_device_is_refused_naming_the_variable_to_declare_it():
     f = llm_gpu.gather(fixture_runner("h200"), None, str(SYSFS / "unknown-nvidia"))
     assert str(pytest.raises(PlanError, plan, f, {"assume_driver_branch": 580}).value) == (
-        "GPU NVIDIA PCI device 0x29ff (0000:01:00.0) is not in the bundle's PCI id table, so "
-        "its memory and compute capability are unknown until a driver runs: declare it with "
+        "GPU NVIDIA PCI device 0x29ff (0000:01:00.0) is not in the bundle's PCI id table (or "
+        "its memory differs between boards), so its memory and compute capability are unknown "
+        "until a driver runs: declare it with "
         "llm_gpu_pci_ids: {'0x29ff': {memory_mib: <MiB>, compute_capability: '<x.y>'}} "
         "(memory.total in MiB as nvidia-smi reports it), or install the driver first "
         "(ansible-playbook playbooks/gpu.yml) and plan again")

@@ -94,3 +94,74 @@ def test_plan_playbook_stops_the_run_listing_every_failed_host(tmp_path):
            "550.163.01): bf16 weights need 14.19 GiB" in out
     table = [ln.strip() for ln in out.splitlines()]
     assert any(ln.startswith("good") and "vllm cu130" in ln for ln in table), out
+
+
+def test_fresh_host_plans_for_the_driver_roles_default_branch_without_any_variable(tmp_path):
+    # No llm_assume_driver_branch, no nvidia_driver_branch: the branch comes from
+    # roles/nvidia_driver/defaults/main.yml (580), the one the role would install.
+    inv, site = _inventory(tmp_path, [
+        ("fresh", None, "gpu_facts_sysfs_root=%s" % (SYSFS / "rtx4090")),
+        ("fresh535", None, "nvidia_driver_branch=535 gpu_facts_sysfs_root=%s"
+         % (SYSFS / "rtx4090")),
+    ])
+    rc, out = _run(tmp_path, inv, site)
+    assert rc == 0, out
+    table = [ln.strip() for ln in out.splitlines()]
+    assert any(ln.startswith("fresh ") and "580 (planned)" in ln and "vllm cu130" in ln
+               for ln in table), out
+    assert any(ln.startswith("fresh535") and "535 (planned)" in ln and "vllm cu129" in ln
+               for ln in table), out
+
+
+REPLAN = """\
+- import_playbook: {plan}
+- name: The driver role installed nvidia-smi (simulated) and the deploy re-plans
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Install the fake nvidia-smi where the plan looks for it
+      ansible.builtin.copy:
+        src: "{{{{ fake_after_driver }}}}"
+        dest: "{{{{ gpu_facts_nvidia_smi_path }}}}"
+        mode: "0755"
+      check_mode: false
+    - ansible.builtin.import_tasks: {replan}
+    - ansible.builtin.debug:
+        msg: "AFTER {{{{ inventory_hostname }}}} {{{{ llm_plan.engine }}}} {{{{ llm_plan.provisional }}}} {{{{ llm_plan.gpu_memory_utilization }}}} {{{{ llm_plan.driver_version }}}}"
+"""
+
+
+def _replan_site(tmp_path, card_after, sysfs="rtx4090"):
+    fake = tmp_path / ("after-" + card_after)
+    fake.write_text(FAKE_SMI.replace("@FIXTURE_DIR@", str(NVSMI / card_after)))
+    inv = tmp_path / "hosts.ini"
+    inv.write_text(
+        "[llm]\nfresh ansible_connection=local ansible_python_interpreter=%s "
+        "gpu_facts_nvidia_smi_path=%s gpu_facts_sysfs_root=%s fake_after_driver=%s\n"
+        % (sys.executable, tmp_path / "bin" / "nvidia-smi", SYSFS / sysfs, fake))
+    (tmp_path / "bin").mkdir()
+    site = tmp_path / "site.yml"
+    site.write_text(REPLAN.format(plan=REPO / "playbooks" / "plan.yml",
+                                  replan=REPO / "playbooks" / "tasks" / "replan.yml"))
+    return inv, site
+
+
+def test_replan_after_the_driver_uses_the_real_numbers_and_reports_the_difference(tmp_path):
+    inv, site = _replan_site(tmp_path, "rtx4090-desktop")
+    rc, out = _run(tmp_path, inv, site)
+    assert rc == 0, out
+    assert "580 (planned)" in out  # the provisional plan's table row
+    assert "Re-planned from nvidia-smi after the driver role" in out
+    assert "gpu_memory_utilization: 0.935 -> 0.858" in out
+    assert "gpu_memory_used_mib: 0 -> 1846" in out
+    assert "provisional: True -> False" in out
+    assert "AFTER fresh vllm False 0.858 580.95.05" in out
+
+
+def test_replan_stops_the_host_when_the_real_gpu_no_longer_fits(tmp_path):
+    inv, site = _replan_site(tmp_path, "rtx3060-busy", sysfs="rtx4090")
+    rc, out = _run(tmp_path, inv, site)
+    assert rc != 0
+    assert "no longer works with the GPUs the driver reports" in out
+    assert "6900 MiB already in use by other processes" in out
+    assert "AFTER" not in out
