@@ -70,3 +70,35 @@ def test_no_service_unit_carries_the_cuda_path(host):
 @pytest.mark.parametrize("case", ["rtx4090", "t4", "driver470", "mismatch", "no-driver-smi", "no-devices"])
 def test_fake_gpu_fixtures_are_in_place(host, case):
     assert host.file(f"/etc/fake-gpu/fixtures/{case}/query-gpu-facts.csv").exists
+
+
+# --- fresh host: plan from PCI ids, driver, re-plan, engine configured from the real plan -----------
+
+def test_the_first_plan_was_provisional_for_the_driver_roles_branch(host):
+    import json
+    before = json.loads(host.file("/var/tmp/llm-plan-before-driver.json").content_string)
+    assert (before["provisional"], before["driver_version"], before["gpu_memory_utilization"],
+            before["data_parallel_size"], before["gpu_memory_used_mib"]) == \
+        (True, "535 (planned)", 0.931, 2, 0)
+
+
+def test_vllm_config_carries_the_replanned_gpu_settings(host):
+    import yaml
+    config = yaml.safe_load(host.file("/etc/llm/vllm.yaml").content_string)
+    assert (config["gpu-memory-utilization"], config["data-parallel-size"],
+            config["tensor-parallel-size"], config["max-model-len"], config["dtype"]) == \
+        (0.862, 2, 1, 32768, "bfloat16")
+
+
+def test_vllm_unit_can_open_the_gpus_it_is_given(host):
+    unit = host.file("/etc/systemd/system/vllm.service").content_string
+    lines = unit.splitlines()
+    assert "DevicePolicy=closed" in lines
+    assert "DeviceAllow=char-nvidia* rw" in lines
+    assert "PrivateDevices=yes" not in lines
+    assert 'Environment="CUDA_VISIBLE_DEVICES=0,1"' in lines
+    assert 'Environment="CUDA_DEVICE_ORDER=PCI_BUS_ID"' in lines
+    unit_section = unit.split("[Service]")[0]
+    assert "StartLimitBurst=" in unit_section and "StartLimitIntervalSec=" in unit_section
+    # the unit was written, not started (vllm_start: false)
+    assert not host.service("vllm").is_running
