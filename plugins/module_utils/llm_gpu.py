@@ -7,7 +7,8 @@ command runner in; tests pass recorded outputs (tests/unit/fixtures/nvidia-smi/)
 gpu_facts = {
   status: ok | no_gpu | no_driver | driver_mismatch | error,
   message, gpus: [{index, name, uuid, memory_total_mib, memory_used_mib,
-  compute_capability, pci_bus_id, mig_mode}], gpu_count, driver_version,
+  memory_used_by_bundle_mib, compute_capability, pci_bus_id, mig_mode}], gpu_count,
+  driver_version,
   driver_major, cuda_driver_version, total_memory_mib,
   pci_devices: [{pci_bus_id, device_id ("0x2684"), name, memory_total_mib,
   compute_capability, memory_note, known, source: table | llm_gpu_pci_ids | None}]
@@ -467,8 +468,57 @@ def _pci_gpus(pci: List[Dict]) -> List[Dict]:
     } for i, d in enumerate(pci)]
 
 
+#: The bundle's engine units: memory their processes hold is not "used by others" (a re-run
+#: on a serving host must plan as if its own engine were not there, or it would shrink).
+BUNDLE_UNITS: Tuple[str, ...] = ("vllm.service", "llamacpp.service")
+COMPUTE_APPS_FIELDS: Tuple[str, ...] = ("gpu_uuid", "pid", "used_memory")
+
+
+def parse_compute_apps(text: str) -> List[Tuple[str, int, int]]:
+    """(gpu_uuid, pid, used MiB) from `nvidia-smi --query-compute-apps=gpu_uuid,pid,used_memory
+    --format=csv,noheader,nounits`; lines it cannot read are skipped."""
+    apps = []
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 3:
+            continue
+        uuid, pid, mem = parts
+        if not pid.isdigit():
+            continue
+        used = _clean(mem)
+        apps.append((uuid, int(pid), int(used.split()[0]) if used and used.split()[0].isdigit()
+                     else 0))
+    return apps
+
+
+def unit_of_pid(pid: int, proc_root: str = "/proc") -> Optional[str]:
+    """The systemd unit a process runs in (from /proc/<pid>/cgroup), None when unknown."""
+    try:
+        with open(os.path.join(proc_root, str(pid), "cgroup")) as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    units = re.findall(r"/([^/\n]+\.(?:service|scope))(?=/|$)", text, re.M)
+    return units[-1] if units else None  # the innermost unit
+
+
+def bundle_memory(run: Runner, nvidia_smi: str, gpus: List[Dict],
+                  proc_root: str = "/proc") -> None:
+    """Set memory_used_by_bundle_mib on each GPU: what the bundle's engines hold there."""
+    for gpu in gpus:
+        gpu["memory_used_by_bundle_mib"] = 0
+    rc, out, _err = run([nvidia_smi, "--query-compute-apps=" + ",".join(COMPUTE_APPS_FIELDS),
+                         "--format=csv,noheader,nounits"])
+    if rc != 0:
+        return  # an old nvidia-smi or none running: nothing is ours
+    by_uuid = {g.get("uuid"): g for g in gpus}
+    for uuid, pid, used in parse_compute_apps(out or ""):
+        if uuid in by_uuid and unit_of_pid(pid, proc_root) in BUNDLE_UNITS:
+            by_uuid[uuid]["memory_used_by_bundle_mib"] += used
+
+
 def gather(run: Runner, nvidia_smi: Optional[str], sysfs_root: str = "/sys",
-           pci_ids: Optional[Mapping[Any, Any]] = None) -> Dict:
+           pci_ids: Optional[Mapping[Any, Any]] = None, proc_root: str = "/proc") -> Dict:
     """Build gpu_facts. `run(argv)` returns (rc, stdout, stderr) and must not raise.
 
     `nvidia_smi` is the resolved path of nvidia-smi, or None when it is not installed.
@@ -477,7 +527,7 @@ def gather(run: Runner, nvidia_smi: Optional[str], sysfs_root: str = "/sys",
     with a message (the gpu_facts module validates pci_ids first and fails on a bad one).
     """
     try:
-        return _gather(run, nvidia_smi, sysfs_root, parse_pci_ids(pci_ids))
+        return _gather(run, nvidia_smi, sysfs_root, parse_pci_ids(pci_ids), proc_root)
     except Exception as exc:  # the module must report, never crash
         return empty_facts("error", "could not read the GPUs: %s: %s"
                            % (type(exc).__name__, exc))
@@ -515,7 +565,7 @@ def _no_driver(pci: List[Dict], why: str) -> Dict:
 
 
 def _gather(run: Runner, nvidia_smi: Optional[str], sysfs_root: str,
-            pci_ids: Mapping[str, PciDevice]) -> Dict:
+            pci_ids: Mapping[str, PciDevice], proc_root: str = "/proc") -> Dict:
     pci = scan_pci(sysfs_root, pci_ids)
     if not nvidia_smi:
         if pci:
@@ -565,6 +615,7 @@ def _gather(run: Runner, nvidia_smi: Optional[str], sysfs_root: str,
         if gpu["compute_capability"] is None:
             missing_cc.append(str(gpu["index"]))
     driver_versions = sorted({g.pop("driver_version") for g in gpus} - {None})
+    bundle_memory(run, nvidia_smi, gpus, proc_root)
 
     rc_v, out_v, err_v = run([nvidia_smi, "--version"])
     versions = parse_version((out_v or "") + (err_v or "")) if rc_v == 0 else {}

@@ -28,6 +28,7 @@ D='@FIXTURE_DIR@'
 case "$*" in
   *--query-gpu=*compute_cap*) name=query-gpu-facts.csv ;;
   *--query-gpu=*) name=query-fallback.csv ;;
+  *--query-compute-apps=*) name=query-compute-apps.csv ;;
   --version) name=nvidia-smi-version.txt ;;
   "") name=nvidia-smi.txt ;;
   *) echo "fake nvidia-smi: unexpected arguments: $*" >&2; exit 2 ;;
@@ -68,6 +69,8 @@ def fixture_runner(card: str):
         args = " ".join(argv[1:])
         if "--query-gpu=" in args:
             name = "query-gpu-facts.csv" if "compute_cap" in args else "query-fallback.csv"
+        elif "--query-compute-apps=" in args:
+            name = "query-compute-apps.csv"
         elif args == "--version":
             name = "nvidia-smi-version.txt"
         elif args == "":
@@ -100,3 +103,25 @@ def run_module(monkeypatch, capsys):
         return json.loads(out)
 
     return run
+
+
+def planned_hostvars(fleet):
+    """hostvars as playbooks/plan.yml leaves them, from real plans of fixture GPUs.
+
+    fleet: [(host, card, choices), ...]; card names a fixtures/nvidia-smi dir. A refused plan
+    records the llm_plan module's message as llm_plan_error, like the playbook does.
+    """
+    from ansible.module_utils import llm_gpu
+    from ansible.module_utils.llm_planner import PlanError, plan
+
+    import llm_plan as llm_plan_module
+
+    hostvars = {}
+    for host, card, choices in fleet:
+        facts = llm_gpu.gather(fixture_runner(card), "/usr/bin/nvidia-smi", str(SYSFS / "empty"))
+        try:
+            hostvars[host] = {"llm_plan_ok": True, "llm_plan": plan(facts, choices).to_dict()}
+        except PlanError as exc:
+            hostvars[host] = {"llm_plan_ok": False, "llm_plan_error": "LLM plan failed (%s): %s"
+                              % (llm_plan_module._where(facts), exc)}
+    return hostvars

@@ -556,3 +556,19 @@ def test_numbers_given_as_strings_are_accepted():
 def test_gpu_facts_that_are_not_a_dict_are_refused():
     with pytest.raises(PlanError, match="gpu_facts must be the dict"):
         plan("nope", {})
+
+
+def test_rerun_on_a_serving_host_plans_as_before_its_own_engine_started():
+    # vLLM (two processes in vllm.service) holds 22,900 MiB; a browser 496 MiB; 14 MiB unnamed.
+    f = llm_gpu.gather(fixture_runner("rtx4090-serving"), "/usr/bin/nvidia-smi", EMPTY_SYS,
+                       proc_root=str(SYSFS.parent / "proc"))
+    assert f["gpus"][0]["memory_used_by_bundle_mib"] == 22_900
+    p = plan(f, {}).to_dict()
+    assert (p["gpu_memory_used_mib"], p["gpu_memory_utilization"], p["engine"]) == \
+        (510, 0.914, "vllm")
+
+
+def test_compute_apps_of_other_units_are_not_the_bundles():
+    assert llm_gpu.unit_of_pid(5151, str(SYSFS.parent / "proc")) == "app-firefox.scope"
+    assert llm_gpu.unit_of_pid(4242, str(SYSFS.parent / "proc")) == "vllm.service"
+    assert llm_gpu.unit_of_pid(99999, str(SYSFS.parent / "proc")) is None
