@@ -901,7 +901,8 @@ def _plan_cpu(facts: Dict[str, Any], c: Choices) -> Plan:
         kv_cache_tokens=kv_cache_tokens, weights_bytes=variant.weights_bytes,
         vllm_wheel_variant=wheel, vllm_package=package, vllm_index_url="",
         vllm_torch_index_url="", needs_cuda_toolkit=False, n_gpu_layers=0,
-        model_repo=variant.hf_repo, gpu_name=None, gpu_count=0, vram_mib=0,
+        model_repo=variant.hf_repo, model_revision=variant.hf_revision, gpu_name=None,
+        gpu_count=0, vram_mib=0,
         driver_version=(facts or {}).get("driver_version") if isinstance(facts, dict) else None,
         reasons=reasons)
 

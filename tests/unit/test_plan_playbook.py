@@ -2,7 +2,7 @@
 
 Also imports plan.yml the way site.yml does and checks that a later play sees llm_plan,
 and that one failed host stops the run before any later play while the table still shows
-every host.
+every host. The plan report goes to tmp_path/reports ($LLM_PLAN_REPORT_DIR), never the repo.
 """
 
 import os
@@ -48,12 +48,20 @@ def _inventory(tmp_path, hosts):
     return inv, site
 
 
-def _run(tmp_path, inv, playbook):
+def _run(tmp_path, inv, playbook, *args):
     env = dict(os.environ, ANSIBLE_FACT_CACHING="memory", ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"),
-               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    proc = subprocess.run([PLAYBOOK, "-i", str(inv), str(playbook), "--check"], cwd=str(REPO),
-                          env=env, capture_output=True, text=True, timeout=300)
+               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
+               LLM_PLAN_REPORT_DIR=str(tmp_path / "reports"))
+    proc = subprocess.run([PLAYBOOK, "-i", str(inv), str(playbook), "--check"] + list(args),
+                          cwd=str(REPO), env=env, capture_output=True, text=True, timeout=300)
     return proc.returncode, proc.stdout + proc.stderr
+
+
+def _recap(out):
+    """{host: changed count} from the PLAY RECAP."""
+    recap = out[out.rindex("PLAY RECAP"):].splitlines()[1:]
+    return {ln.split()[0]: int(ln.split("changed=")[1].split()[0]) for ln in recap
+            if "changed=" in ln}
 
 
 def test_plan_playbook_plans_every_host_in_check_mode_and_later_plays_see_llm_plan(tmp_path):
@@ -72,11 +80,23 @@ def test_plan_playbook_plans_every_host_in_check_mode_and_later_plays_see_llm_pl
     assert "LATER demo vllm bf16 4096" in out
     assert "LATER long vllm bf16 131072" in out
     assert "LATER bare vllm bf16 32768" in out  # no driver yet: planned for branch 580
-    assert "changed=0" in out and "changed=1" not in out
+    # The report is a controller-side file: no host counts a change for it.
+    assert _recap(out) == {"big": 0, "small": 0, "aws": 0, "demo": 0, "long": 0, "bare": 0}, out
     table = [ln.strip() for ln in out.splitlines()]
     assert any(ln.startswith("small") and "gguf_q4_k_m" in ln and "llamacpp" in ln
                for ln in table), out
     assert any(ln.startswith("aws") and "vllm cu129" in ln for ln in table), out
+    reports = tmp_path / "reports"
+    shown = "Plan report: %s/llm-plan.md, %s/llm-plan.html" % (reports, reports)
+    assert shown in " ".join(out.split()), out  # the callback may fold a long message
+    md, page = (reports / "llm-plan.md").read_text(), (reports / "llm-plan.html").read_text()
+    for host in ("big", "small", "aws", "demo", "long", "bare"):
+        assert "\n## %s\n" % host in md and "<h2>%s <span" % host in page
+    assert "| small | NVIDIA GeForce RTX 3060 | 12.0 GiB | 550.163.01 | gguf_q4_k_m |" in md
+    assert '<span class="badge">provisional</span>' in page  # bare: no driver yet
+    assert (reports / "llm-plan.html").stat().st_mode & 0o777 == 0o644
+    rc, out = _run(tmp_path, inv, tmp_path / "site.yml")
+    assert rc == 0 and set(_recap(out).values()) == {0}, out
 
 
 def test_plan_playbook_stops_the_run_listing_every_failed_host(tmp_path):
@@ -84,7 +104,7 @@ def test_plan_playbook_stops_the_run_listing_every_failed_host(tmp_path):
         ("good", "rtx4090", ""), ("broken", "garbage", ""), ("nogpu", "no-devices", ""),
         ("tiny", "rtx3060", "llm_quantization=bf16"),
     ])
-    rc, out = _run(tmp_path, inv, site)
+    rc, out = _run(tmp_path, inv, site, "-e", "llm_plan_report_dir=%s" % (tmp_path / "chosen"))
     assert rc != 0
     assert "LATER" not in out  # nothing after the plan ran
     assert "LLM plan failed on 3 host(s):" in out
@@ -94,6 +114,13 @@ def test_plan_playbook_stops_the_run_listing_every_failed_host(tmp_path):
            "550.163.01): bf16 weights need 14.19 GiB" in out
     table = [ln.strip() for ln in out.splitlines()]
     assert any(ln.startswith("good") and "vllm cu130" in ln for ln in table), out
+    page = (tmp_path / "chosen" / "llm-plan.html").read_text()  # written before the stop
+    assert '<h2>good <span class="summary">vllm cu130' in page
+    assert ('<h2>nogpu <span class="summary">plan failed</span></h2><p class="error">LLM plan '
+            'failed (gpu_facts status no_gpu): no NVIDIA GPU found') in page
+    md = (tmp_path / "chosen" / "llm-plan.md").read_text()
+    assert "4 host(s): 1 planned, 3 failed." in md and "\n## broken\n" in md
+    assert not (tmp_path / "reports").exists()  # the variable wins over $LLM_PLAN_REPORT_DIR
 
 
 def test_fresh_host_plans_for_the_driver_roles_default_branch_without_any_variable(tmp_path):
@@ -156,6 +183,8 @@ def test_replan_after_the_driver_uses_the_real_numbers_and_reports_the_differenc
     assert "gpu_memory_used_mib: 0 -> 1846" in out
     assert "provisional: True -> False" in out
     assert "AFTER fresh vllm False 0.858 580.95.05" in out
+    report = (tmp_path / "reports" / "llm-plan.md").read_text()  # rewritten by the re-plan
+    assert "0.858" in report and "0.935" not in report
 
 
 def test_replan_stops_the_host_when_the_real_gpu_no_longer_fits(tmp_path):

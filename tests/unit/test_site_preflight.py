@@ -24,7 +24,8 @@ def _site(tmp_path, *extra, tags=None):
     inv.write_text("[llm_hosts]\ntesthost ansible_connection=local ansible_python_interpreter=%s "
                    "gpu_facts_sysfs_root=%s\n" % (sys.executable, tmp_path))
     env = dict(os.environ, ANSIBLE_FACT_CACHING="memory", ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"))
+               ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"),
+               LLM_PLAN_REPORT_DIR=str(tmp_path / "reports"))  # plan.yml's report, not the repo's
     cmd = [PLAYBOOK, "-i", str(inv), str(REPO / "site.yml"), "--check", "-e", "llm_mode=cpu"]
     if tags:
         cmd += ["--tags", tags]
@@ -39,6 +40,10 @@ def _site(tmp_path, *extra, tags=None):
     ('{"base_debian_components": ["main", "universe"]}', "base_debian_components"),
     ("python_runtime_index_strategy=fastest", "python_runtime_index_strategy"),
     ("llm_max_model_len=lots", "llm_max_model_len"),
+    ("model_store_source=hf model_store_revision=main",
+     "model_store_revision must be a commit (40 hex digits) of Qwen/Qwen2.5-7B-Instruct, got 'main'"),
+    ("model_store_source=hf model_store_repo=acme/qwen-tuned",
+     "model_store_revisions: {'acme/qwen-tuned': <commit>}"),
 ])
 def test_wrong_variable_stops_site_before_the_deploy_play(tmp_path, bad, needle):
     rc, out = _site(tmp_path, bad)
