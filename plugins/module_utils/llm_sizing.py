@@ -188,10 +188,14 @@ def sampler_bytes(max_num_seqs: int, arch: "ModelArch" = None) -> int:
     return int(max_num_seqs) * arch.vocab_size * 4 * 2
 
 
-#: llama.cpp compute buffer: one micro-batch (n_ubatch 512) of f32 logits plus the f32
-#: attention-score matrix n_ubatch x n_ctx x n_heads (the worst case, without flash
-#: attention).
+#: llama.cpp compute buffer: one micro-batch (n_ubatch 512) of f32 logits and FFN activations;
+#: without flash attention also the f32 attention-score matrix n_ubatch x n_kv x n_heads, where
+#: n_kv is the whole unified KV pool (why the planner always turns flash attention on).
 LLAMACPP_UBATCH = 512
+
+#: llama.cpp KV cache types (--cache-type-k/-v): f16, or q8_0 (blocks of 32 int8 values plus
+#: one f16 scale: 34 bytes per 32 elements).
+LLAMACPP_KV_TYPES = ("f16", "q8_0")
 
 
 @dataclass(frozen=True)
@@ -280,10 +284,21 @@ def activation_bytes(max_num_batched_tokens: int) -> int:
     return max(0, math.ceil(b1 + slope * (max_num_batched_tokens - n1)))
 
 
-def llamacpp_compute_bytes(n_ctx: int, arch: ModelArch = QWEN25_7B) -> int:
+def llamacpp_compute_bytes(n_kv: int, flash_attn: bool = True,
+                           arch: ModelArch = QWEN25_7B) -> int:
+    """Compute buffer of one n_ubatch micro-batch; n_kv is the KV pool the attention spans."""
     logits = LLAMACPP_UBATCH * arch.vocab_size * 4
-    scores = LLAMACPP_UBATCH * n_ctx * arch.num_attention_heads * 4
-    return logits + scores
+    ffn = LLAMACPP_UBATCH * arch.intermediate_size * 4 * 2
+    scores = 0 if flash_attn else LLAMACPP_UBATCH * n_kv * arch.num_attention_heads * 4
+    return logits + ffn + scores
+
+
+def llamacpp_kv_bytes_per_token(kv_type: str = "f16", arch: ModelArch = QWEN25_7B) -> int:
+    """57,344 bytes (f16) or 30,464 bytes (q8_0) per token of Qwen2.5-7B."""
+    elements = 2 * arch.num_layers * arch.num_kv_heads * arch.head_dim
+    if kv_type == "q8_0":
+        return elements // 32 * 34
+    return elements * 2
 
 
 @dataclass(frozen=True)
@@ -322,7 +337,9 @@ def vllm_fit(total_mib: int, utilization: float, weights_bytes: int,
 
 @dataclass(frozen=True)
 class LlamacppFit:
-    """llama.cpp on n_gpus GPUs (layers split evenly); the numbers are per GPU."""
+    """llama.cpp on n_gpus GPUs (layers split evenly); the numbers are per GPU.
+
+    n_ctx is the unified KV pool (--ctx-size) that all slots share."""
 
     total_bytes: int  # CUDA total of one GPU
     utilization: float
@@ -343,8 +360,9 @@ class LlamacppFit:
 
 
 def llamacpp_fit(total_mib: int, utilization: float, n_ctx: int,
-                 weights_bytes: int = GGUF_Q4_K_M_BYTES, n_gpus: int = 1) -> LlamacppFit:
-    """llama.cpp allocates n_ctx tokens of f16 KV up front, plus its compute buffer.
+                 weights_bytes: int = GGUF_Q4_K_M_BYTES, n_gpus: int = 1,
+                 kv_type: str = "f16", flash_attn: bool = True) -> LlamacppFit:
+    """llama.cpp allocates the n_ctx-token KV pool up front, plus its compute buffer.
 
     With several GPUs (--split-mode layer) weights and KV are split over them; every GPU
     holds a compute buffer.
@@ -353,8 +371,20 @@ def llamacpp_fit(total_mib: int, utilization: float, n_ctx: int,
     budget = int(total * utilization)
     return LlamacppFit(total, utilization, budget, math.ceil(weights_bytes / n_gpus),
                        NON_TORCH_BYTES, n_ctx,
-                       math.ceil(n_ctx * kv_bytes_per_token("auto") / n_gpus),
-                       llamacpp_compute_bytes(n_ctx))
+                       math.ceil(n_ctx * llamacpp_kv_bytes_per_token(kv_type) / n_gpus),
+                       llamacpp_compute_bytes(n_ctx, flash_attn))
+
+
+def llamacpp_max_pool(total_mib: int, utilization: float, n_gpus: int = 1,
+                      kv_type: str = "f16", weights_bytes: int = GGUF_Q4_K_M_BYTES,
+                      granularity: int = 256) -> int:
+    """The largest KV pool (tokens, a multiple of granularity) that fits; 0 if none."""
+    probe = llamacpp_fit(total_mib, utilization, 0, weights_bytes, n_gpus, kv_type)
+    free = probe.budget_bytes - probe.needed_bytes
+    if free <= 0:
+        return 0
+    tokens = free * n_gpus // llamacpp_kv_bytes_per_token(kv_type)
+    return int(tokens // granularity * granularity)
 
 
 def gib(n_bytes: Optional[float]) -> str:

@@ -34,7 +34,8 @@ def test_plan_dict_has_exactly_the_keys_other_roles_consume():
         "vllm_package", "vllm_index_url", "vllm_torch_index_url", "needs_cuda_toolkit",
         "n_gpu_layers", "model_repo", "gpu_name", "gpu_count", "vram_mib", "driver_version",
         "model_revision", "data_parallel_size", "gpu_indices", "cuda_visible_devices",
-        "cuda_architectures", "gpu_memory_used_mib", "provisional", "gpu_layout", "reasons"}
+        "cuda_architectures", "gpu_memory_used_mib", "provisional", "flash_attn", "gpu_layout",
+        "reasons"}
 
 
 # --- per card ---------------------------------------------------------------
@@ -86,7 +87,7 @@ def test_plan_picks_gguf_on_12gb_card():
             p["n_gpu_layers"], p["needs_cuda_toolkit"], p["vllm_wheel_variant"],
             p["vllm_package"], p["max_num_seqs"], p["weights_bytes"], p["model_repo"],
             p["model_revision"], p["cuda_architectures"]) == \
-        ("gguf_q4_k_m", "llamacpp", 32768, 32768, -1, True, "none", "", 1, 4_686_883_062,
+        ("gguf_q4_k_m", "llamacpp", 32768, 91_904, -1, True, "none", "", 11, 4_686_883_062,
          "Qwen/Qwen2.5-7B-Instruct-GGUF", "bb5d59e06d9551d752d08b292a50eb208b07ab1f", "86")
     assert any("bf16 does not fit" in r for r in p["reasons"])
 
@@ -132,7 +133,7 @@ def test_explicit_utilization_above_what_is_free_is_refused_with_numbers():
 
 def test_busy_3060_is_refused_with_the_numbers_and_what_to_free():
     assert refusal("rtx3060-busy") == (
-        "GGUF Q4_K_M on the NVIDIA GeForce RTX 3060 needs 5.37 GiB (weights 4.37 + KV + compute "
+        "GGUF Q4_K_M on the NVIDIA GeForce RTX 3060 needs 5.34 GiB (weights 4.37 + KV + compute "
         "buffer + runtime) at 2048 tokens but it has 11.40 GiB (CUDA total) x 0.321 = 3.66 GiB "
         "(6900 MiB already in use by other processes): stop what holds the 6900 MiB in use on "
         "the NVIDIA GeForce RTX 3060 (nvidia-smi lists the processes) or set llm_mode: cpu")
@@ -430,9 +431,12 @@ def test_131072_on_2x_rtx4090_uses_tensor_parallel_2():
 
 def test_131072_on_12gb_gguf_is_refused_naming_the_largest_that_fits():
     msg = refusal("rtx3060", max_model_len=131072)
-    assert msg.startswith("max_model_len 131072 on llama.cpp needs 19.16 GiB")
-    assert msg.endswith("the largest max_model_len that fits is 32768; set llm_max_model_len: "
-                        "32768")
+    assert msg == (
+        "max_model_len 131072 on llama.cpp needs 12.23 GiB (weights 4.37 + KV 7.00 + compute "
+        "buffer 0.36 + runtime 0.50 GiB) but the NVIDIA GeForce RTX 3060 has 11.40 GiB (CUDA "
+        "total) x 0.89 = 10.14 GiB (254 MiB already in use by other processes): the largest "
+        "max_model_len that fits is 65536; set llm_max_model_len: 65536 (or keep it and set "
+        "llm_kv_cache_dtype: q8_0)")
 
 
 def test_lower_utilization_shrinks_the_kv_cache():
@@ -521,7 +525,7 @@ def test_cpu_mode_refuses_awq():
     ("quantization", "int8",
      "llm_quantization must be one of auto, bf16, fp16, gguf_q4_k_m, awq, got 'int8'"),
     ("engine", "sglang", "llm_engine must be one of auto, vllm, llamacpp, got 'sglang'"),
-    ("kv_cache_dtype", "fp4", "llm_kv_cache_dtype must be one of auto, fp8, got 'fp4'"),
+    ("kv_cache_dtype", "fp4", "llm_kv_cache_dtype must be one of auto, fp8, q8_0, got 'fp4'"),
     ("tensor_parallel_size", 3,
      "llm_tensor_parallel_size must be 1, 2 or 4 (Qwen2.5-7B's 28 attention heads and 4 KV "
      "heads must split evenly) or 'auto', got 3"),
@@ -572,3 +576,47 @@ def test_compute_apps_of_other_units_are_not_the_bundles():
     assert llm_gpu.unit_of_pid(5151, str(SYSFS.parent / "proc")) == "app-firefox.scope"
     assert llm_gpu.unit_of_pid(4242, str(SYSFS.parent / "proc")) == "vllm.service"
     assert llm_gpu.unit_of_pid(99999, str(SYSFS.parent / "proc")) is None
+
+
+# --- llama-server: slots sharing a unified KV pool ---------------------------------------
+
+@pytest.mark.parametrize("card,choices,pool,slots,mml", [
+    ("rtx3060", {}, 91_904, 11, 32768),
+    ("rtx3060-desktop", {}, 73_472, 8, 32768),
+    ("rtx3070", {}, 8192, 1, 8192),
+    ("t4", {}, 152_832, 16, 32768),
+    ("h200", {"engine": "llamacpp"}, 524_288, 16, 32768),  # capped: 16 slots x 32768
+    ("rtx3060", {"max_num_seqs": 4}, 91_904, 4, 32768),
+    ("rtx3060", {"max_model_len": 65536}, 91_904, 11, 65536),
+])
+def test_llamacpp_slots_share_a_kv_pool_sized_to_the_free_memory(card, choices, pool, slots,
+                                                                  mml):
+    p = plan_for(card, **choices)
+    assert (p["engine"], p["kv_cache_tokens"], p["max_num_seqs"], p["max_model_len"],
+            p["flash_attn"], p["max_num_batched_tokens"]) == ("llamacpp", pool, slots, mml,
+                                                              True, 512)
+
+
+def test_q8_0_kv_doubles_the_llamacpp_pool_and_picks_llamacpp():
+    f16, q8 = plan_for("rtx3060"), plan_for("rtx3060", kv_cache_dtype="q8_0")
+    assert (q8["engine"], q8["kv_cache_dtype"], q8["kv_cache_tokens"], q8["max_num_seqs"]) == \
+        ("llamacpp", "q8_0", 173_312, 16)
+    assert f16["kv_cache_dtype"] == "auto"
+
+
+def test_q8_0_is_refused_for_vllm_naming_fp8():
+    assert refusal("rtx4090", engine="vllm", kv_cache_dtype="q8_0") == (
+        "llm_kv_cache_dtype: q8_0 is llama.cpp's KV type; vLLM's is fp8: set "
+        "llm_kv_cache_dtype: fp8 or auto")
+
+
+def test_cpu_llamacpp_demo_context_fits_open_webuis_tools_prompt():
+    p = plan(facts("no-devices"), {"mode": "cpu", "engine": "llamacpp", "cpu_kv_cache_gib": 2,
+                                   "max_model_len": 20480}).to_dict()
+    assert (p["max_model_len"], p["kv_cache_tokens"], p["max_num_seqs"], p["flash_attn"]) == \
+        (20480, 37_376, 4, True)
+
+
+def test_cpu_llamacpp_refuses_a_context_larger_than_its_pool():
+    with pytest.raises(PlanError, match="llm_cpu_kv_cache_gib: 1.75"):
+        plan(facts("no-devices"), {"mode": "cpu", "engine": "llamacpp", "max_model_len": 32768})

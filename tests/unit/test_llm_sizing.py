@@ -105,6 +105,22 @@ def test_catalog_pins_a_revision_for_every_repository():
 def test_llamacpp_fit_counts_weights_kv_and_compute_buffer():
     fit = s.llamacpp_fit(12288, 0.92, 32768)
     assert fit.kv_bytes == 32768 * 57_344
-    assert fit.compute_bytes == 512 * 152064 * 4 + 512 * 32768 * 28 * 4
+    # flash attention: logits and FFN activations of one 512-token micro-batch, no score matrix
+    assert fit.compute_bytes == 512 * 152064 * 4 + 512 * 18944 * 4 * 2
+    assert s.llamacpp_compute_bytes(32768, flash_attn=False) == \
+        fit.compute_bytes + 512 * 32768 * 28 * 4
     assert fit.fits
     assert not s.llamacpp_fit(12288, 0.92, 131072).fits
+
+
+def test_llamacpp_q8_0_kv_is_34_bytes_per_32_values():
+    assert s.llamacpp_kv_bytes_per_token("f16") == 57_344
+    assert s.llamacpp_kv_bytes_per_token("q8_0") == 30_464
+
+
+def test_llamacpp_max_pool_is_what_fits_after_weights_and_buffers():
+    pool = s.llamacpp_max_pool(12288, 0.89)
+    assert pool == 91_904 and pool % 256 == 0
+    assert s.llamacpp_fit(12288, 0.89, pool).fits
+    assert not s.llamacpp_fit(12288, 0.89, pool + 256).fits
+
