@@ -44,10 +44,11 @@ LLAMACPP_VARS = {
     "llamacpp_user": "llamacpp",
     "llamacpp_group": "llm",
     "llamacpp_state_dir": "/var/lib/llm/llamacpp",
-    "llamacpp_env_file": "/etc/llm/llamacpp.env",
+    "llamacpp_api_key_file": "/etc/llm/llamacpp.key",
     "_llamacpp_environment": {"HOME": "/var/lib/llm/llamacpp"},
-    "llamacpp_venv_dir": "/opt/llm/llamacpp",
-    "_llamacpp_args": {"model": "/srv/llm/model.gguf", "port": 8081},
+    "llamacpp_prefix": "/opt/llm/llama.cpp",
+    "_llamacpp_args": {"model": "/srv/llm/model.gguf", "port": 8081, "jinja": True,
+                       "kv-unified": True, "alias": "Qwen2.5 7B"},
     "llamacpp_timeout_start_sec": 900,
     "llamacpp_start_limit_burst": 5,
     "llamacpp_start_limit_interval_sec": 600,
@@ -237,3 +238,13 @@ def test_old_frontend_only_allow_list_misses_the_h200_devices():
            "DeviceAllow=char-nvidia-caps rw\nDeviceAllow=char-nvidia-nvswitch rw\n")
     missing = uncovered_nvidia_devices(old, PROC_DEVICES["h200-open-580"])
     assert {"nvidia", "nvidiactl"} <= set(missing)
+
+
+def test_llamacpp_exec_start_renders_flags_and_reads_the_key_as_a_credential():
+    unit = render_engine("llamacpp", gpu=False)
+    exec_start = next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))
+    assert exec_start == ('ExecStart=/opt/llm/llama.cpp/bin/llama-server --api-key-file %d/api-key'
+                          ' --alias "Qwen2.5 7B" --jinja --kv-unified --model /srv/llm/model.gguf'
+                          ' --port 8081')
+    assert "LoadCredential=api-key:/etc/llm/llamacpp.key" in unit.splitlines()
+    assert "EnvironmentFile" not in unit

@@ -26,7 +26,7 @@ def _render(card):
                                     "distribution_major_version": "12"})
     templar = Templar(loader=DataLoader(), variables=variables)
     return {k: str(templar.template(variables[k])).strip()
-            for k in ("llamacpp_cuda_architectures", "llamacpp_wheel_variant",
+            for k in ("llamacpp_cuda_architectures", "llamacpp_package_variant",
                       "llamacpp_cmake_args_cuda")}
 
 
@@ -39,6 +39,6 @@ def _render(card):
 def test_cuda_build_covers_the_planned_gpu(card, archs, variant):
     out = _render(card)
     assert out["llamacpp_cuda_architectures"] == archs
-    assert out["llamacpp_wheel_variant"] == variant
+    assert out["llamacpp_package_variant"] == variant
     assert out["llamacpp_cmake_args_cuda"].endswith("-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES="
                                                      + archs)

@@ -1,4 +1,5 @@
-"""Behaviour of a host converged with the llamacpp role in CPU mode (tiny Qwen2.5 GGUF Q4_K_M)."""
+"""Behaviour of a host converged with the llamacpp role in CPU mode: llama.cpp's llama-server from the
+debian12-cpu .deb, serving the tiny Qwen2.5 GGUF Q4_K_M with 4 slots of up to 4096 tokens."""
 
 import json
 import os
@@ -12,8 +13,8 @@ testinfra_hosts = ["podman://llm-llamacpp"]
 PORT = 8081
 BASE = f"http://127.0.0.1:{PORT}"
 MODEL = "tiny-qwen2.5-instruct"
-VENV = "/opt/llm/llamacpp"
-WHEEL_DIR = "/opt/llm/llamacpp-wheels/debian12-cpu"
+PACKAGE_DIR = "/opt/llm/packages/llama-server/debian12-cpu"
+PER_SLOT = 4096
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather of a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
@@ -51,11 +52,12 @@ def main_pid(host):
 
 
 def wait_ready(host, key, old_pid=None, timeout=180):
-    """Wait until a (new) main process serves /v1/models with the key."""
+    """Wait until a (new) main process answers /health and serves /v1/models with the key."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         pid = main_pid(host)
-        if pid and pid != old_pid and curl(host, "/v1/models", key, timeout=10)[0] == 200:
+        if pid and pid != old_pid and curl(host, "/health", timeout=10)[0] == 200 \
+                and curl(host, "/v1/models", key, timeout=10)[0] == 200:
             return pid
         time.sleep(2)
     journal = host.run("journalctl -u llamacpp -n 30 --no-pager -o cat").stdout
@@ -87,6 +89,28 @@ def test_models_needs_the_key(host, api_key):
     status, body = curl(host, "/v1/models", api_key)
     assert status == 200
     assert [m["id"] for m in body["data"]] == [MODEL]
+
+
+def test_health_answers_without_the_key(host):
+    status, body = curl(host, "/health")
+    assert (status, body) == (200, {"status": "ok"})
+
+
+def test_metrics_are_prometheus_text_behind_the_key(host, api_key):
+    assert curl(host, "/metrics")[0] == 401
+    status, body = curl(host, "/metrics", api_key)
+    assert status == 200
+    assert "# TYPE llamacpp:prompt_tokens_total counter" in body
+    assert "llamacpp:requests_processing" in body
+
+
+def test_server_runs_the_planned_slots_and_pool(host, api_key):
+    status, body = curl(host, "/props", api_key)
+    assert status == 200, body
+    assert body["total_slots"] == 4
+    assert body["default_generation_settings"]["n_ctx"] == PER_SLOT
+    # the GGUF's own chat template (Qwen2.5's ChatML, which renders tools) through --jinja
+    assert "<|im_start|>" in body["chat_template"] and "tools" in body["chat_template"]
 
 
 def test_chat_completion_is_openai_json(host, api_key):
@@ -123,25 +147,64 @@ def test_streamed_chat_with_tools_succeeds(host, api_key):
     assert json.loads(events[0])["object"] == "chat.completion.chunk"
 
 
-def test_server_uses_the_chat_template_of_the_gguf(host):
-    # chat_format unset: the GGUF's Qwen2.5 template (renders tools into the system prompt).
-    with host.sudo():
-        log = host.check_output("journalctl -u llamacpp --no-pager -o cat")
-    assert "Using gguf chat template" in log
+def test_streamed_chat_without_tools_succeeds(host, api_key):
+    status, body = curl(host, "/v1/chat/completions", api_key,
+                        {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}],
+                         "max_tokens": 8, "stream": True})
+    assert status == 200, body
+    events = [line[len("data: "):] for line in body.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("length", "stop")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_prompt_longer_than_a_slot_gets_an_http_error_not_an_empty_reply(host, api_key, stream):
+    # What broke the browser chat with llama-cpp-python: an over-long prompt must come back as an
+    # error Open WebUI can show.
+    long_text = " ".join("word%d" % i for i in range(PER_SLOT * 2))
+    status, body = curl(host, "/v1/chat/completions", api_key,
+                        {"model": MODEL, "messages": [{"role": "user", "content": long_text}],
+                         "max_tokens": 8, "stream": stream})
+    assert 400 <= status < 500, (status, body)
+    error = body["error"] if isinstance(body, dict) else json.loads(body)["error"]
+    assert "context" in error["message"].lower() or "exceed" in error["message"].lower(), error
+
+
+def test_two_requests_are_decoded_together(host, api_key):
+    # Continuous batching: two long generations started together occupy two slots at once.
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Count"}],
+                       "max_tokens": 3000, "ignore_eos": True})
+    start = ("curl -s -o /dev/null -m 120 -H 'Authorization: Bearer {k}' "
+             "-H 'Content-Type: application/json' --data-binary {b} {u}/v1/chat/completions &"
+             ).format(k=api_key, b=_q(body), u=BASE)
+    host.run("( %s %s wait ) >/dev/null 2>&1 &" % (start, start))
+    busy = 0
+    deadline = time.time() + 60
+    while time.time() < deadline and busy < 2:
+        status, slots = curl(host, "/slots", api_key, timeout=10)
+        assert status == 200, slots
+        busy = max(busy, sum(1 for slot in slots if slot.get("is_processing")))
+    assert busy >= 2, "never saw two slots processing at once"
 
 
 def test_api_key_is_on_no_command_line_and_in_no_unit(host, api_key):
     with host.sudo():
         cmdlines = host.check_output("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '; true")
-        assert "llama_cpp.server" in cmdlines
+        assert "llama-server" in cmdlines
         assert api_key not in cmdlines
         unit = host.check_output("systemctl cat llamacpp")
         assert api_key not in unit
-        assert "--api_key" not in unit
+        assert "--api-key-file %d/api-key" in unit and "LoadCredential=api-key:" in unit
+        assert "--api-key " not in unit
         assert api_key not in host.check_output("systemctl show llamacpp")
-        env = host.file("/etc/llm/llamacpp.env")
-        assert (env.user, env.group, env.mode) == ("root", "root", 0o600)
-        assert env.content_string.count(api_key) == 1
+        pid = main_pid(host)
+        assert api_key not in host.file(f"/proc/{pid}/environ").content_string
+        key = host.file("/etc/llm/llamacpp.key")
+        assert (key.user, key.group, key.mode) == ("root", "root", 0o600)
+        assert key.content_string.strip() == api_key
+        assert not host.file("/etc/llm/llamacpp.env").exists
         key_file = host.file("/etc/llm/api-key")
         assert (key_file.user, key_file.group, key_file.mode) == ("root", "llm", 0o640)
 
@@ -164,20 +227,22 @@ def test_second_run_changed_nothing():
     assert recaps[-1] == "0"
 
 
-def test_wheel_came_from_the_pushed_wheelhouse_and_nothing_compiled(host):
-    wheels = host.check_output(f"ls {WHEEL_DIR}").split()
-    assert len(wheels) == 1 and re.fullmatch(r"llama_cpp_python-0\.3\.36-.*\.whl", wheels[0])
-    dist = host.check_output(f"ls -d {VENV}/lib/python3*/site-packages/llama_cpp_python-0.3.36.dist-info")
-    direct_url = json.loads(host.file(f"{dist}/direct_url.json").content_string)
-    assert direct_url["url"] == f"file://{WHEEL_DIR}/{wheels[0]}"
-    assert "Tag: py3-none-linux_x86_64" in host.file(f"{dist}/WHEEL").content_string
-    # No compiler or build tool on the host: the wheel was not built here.
+def test_package_came_from_the_controller_installed_and_held_nothing_compiled(host):
+    debs = host.check_output(f"ls {PACKAGE_DIR}").split()
+    assert debs == ["llm-llama-server_0.3.36-1+debian12.cpu_amd64.deb"]
+    pkg = host.package("llm-llama-server")
+    assert pkg.is_installed and pkg.version == "0.3.36-1+debian12.cpu"
+    assert "llm-llama-server" in host.check_output("apt-mark showhold").split()
+    info = host.file("/opt/llm/llama.cpp/BUILD-INFO").content_string
+    assert "variant: debian12-cpu" in info.splitlines()
+    assert "-DGGML_CUDA=on" not in info
+    # the binary finds its private libraries (RUNPATH), nothing is missing
+    assert "not found" not in host.check_output("ldd /opt/llm/llama.cpp/bin/llama-server")
+    # No compiler or build tool on the host: the package was not built here.
     for tool in ("cmake", "gcc", "cc", "c++", "nvcc"):
         assert host.run(f"command -v {tool}").rc != 0, f"{tool} is installed on the host"
     assert not host.file("/opt/llm/llamacpp-build").exists
-    built_for = host.check_output(
-        f"{VENV}/bin/python -c 'import llama_cpp; print(llama_cpp.llama_supports_gpu_offload())'")
-    assert built_for == "False"
+    assert not host.file("/opt/llm/llamacpp").exists  # no llama-cpp-python venv
 
 
 def test_restart_and_kill_recover(host, api_key):
