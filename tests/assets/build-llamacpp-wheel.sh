@@ -7,8 +7,8 @@
 #                      so the wheel installs on Debian 12's system python3 3.11.x)
 #
 # Output: $LLM_BUNDLE_CACHE/wheelhouse/llama_cpp_python-<ver>-cp311-cp311-linux_x86_64.whl
-# The sdist is kept in $LLM_BUNDLE_CACHE/sdist (make_tiny_gguf.py reuses it for
-# convert_hf_to_gguf.py + gguf-py).
+# The sdist comes from fetch-llamacpp-sdist.sh ($LLM_BUNDLE_CACHE/sdist), shared with the
+# llama-server .deb and make_tiny_gguf.py (convert_hf_to_gguf.py + gguf-py).
 #
 # Portable CPU build: GGML_NATIVE=OFF with AVX/AVX2/FMA/F16C forced on (no AVX-512), so the
 # wheel runs on any x86_64 CPU with AVX2 (the test hosts run on this same CPU).
@@ -18,9 +18,8 @@ CACHE="${LLM_BUNDLE_CACHE:-/var/cache/llm-bundle}"
 VER="${LLAMACPP_VERSION:-0.3.36}"
 PY="${LLAMACPP_PYTHON:-python3}"
 WHEELHOUSE="$CACHE/wheelhouse"
-SDIST_DIR="$CACHE/sdist"
 
-mkdir -p "$WHEELHOUSE" "$SDIST_DIR"
+mkdir -p "$WHEELHOUSE"
 
 shopt -s nullglob
 existing=("$WHEELHOUSE"/llama_cpp_python-"$VER"-*.whl)
@@ -44,13 +43,8 @@ if ! command -v c++ >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1; then
   fi
 fi
 
-# 1) the sdist (also needed later for convert_hf_to_gguf.py); reused when present
-SDIST="$SDIST_DIR/llama_cpp_python-$VER.tar.gz"
-if [ ! -f "$SDIST" ]; then
-  # --no-binary for THIS package only: ":all:" would also build every build dependency
-  # (scikit-build-core, hatchling, setuptools...) from source, minutes for nothing.
-  "$PY" -m pip download --no-deps --no-binary llama-cpp-python --dest "$SDIST_DIR" "llama-cpp-python==$VER"
-fi
+# 1) the sdist (shared with the llama-server .deb and convert_hf_to_gguf.py); reused when present
+SDIST="$(bash "$(dirname "${BASH_SOURCE[0]}")/fetch-llamacpp-sdist.sh" | tail -n 1)"
 [ -f "$SDIST" ] || { echo "sdist not found: $SDIST" >&2; exit 1; }
 
 # 2) the wheel, built in a temp dir and moved in atomically (an interrupted build leaves nothing)

@@ -7,15 +7,20 @@
 #   LLM_BUNDLE_CACHE   cache root (default /var/cache/llm-bundle)
 #   LLM_BUNDLE_PYTHON  Python 3.11 used for the wheel and the assets venv (default python3)
 #   LLAMACPP_VERSION   llama-cpp-python version (default 0.3.36)
+#   LLAMA_SERVER_JOBS  compile jobs for the llama-server .deb (default: nproc)
 #
 # Stages (each prints its time, or "skipped (cached)"):
-#   1. llama-cpp-python CPU wheel  -> $LLM_BUNDLE_CACHE/wheelhouse/llama_cpp_python-*.whl
-#   2. assets venv                 -> $LLM_BUNDLE_CACHE/venvs/assets (tests/assets/requirements.txt)
-#   3. tiny HF model               -> $LLM_BUNDLE_CACHE/models/tiny-qwen2.5-instruct
-#   4. tiny GGUF Q4_K_M            -> $LLM_BUNDLE_CACHE/models/tiny-qwen2.5-instruct-gguf/tiny-qwen2.5-instruct-q4_k_m.gguf
+#   1. llama-cpp-python sdist      -> $LLM_BUNDLE_CACHE/sdist/llama_cpp_python-<ver>.tar.gz
+#   2. llama-cpp-python CPU wheel  -> $LLM_BUNDLE_CACHE/wheelhouse/llama_cpp_python-*.whl
+#      (the role's current engine; kept until the switch to llama-server lands)
+#   3. llama-server .deb, CPU      -> $LLM_BUNDLE_CACHE/debs/llama-server/debian12-cpu/llm-llama-server_*.deb
+#   4. assets venv                 -> $LLM_BUNDLE_CACHE/venvs/assets (tests/assets/requirements.txt)
+#   5. tiny HF model               -> $LLM_BUNDLE_CACHE/models/tiny-qwen2.5-instruct
+#   6. tiny GGUF Q4_K_M            -> $LLM_BUNDLE_CACHE/models/tiny-qwen2.5-instruct-gguf/tiny-qwen2.5-instruct-q4_k_m.gguf
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
 export LLM_BUNDLE_CACHE="${LLM_BUNDLE_CACHE:-/var/cache/llm-bundle}"
 export LLAMACPP_VERSION="${LLAMACPP_VERSION:-0.3.36}"
 PY="${LLM_BUNDLE_PYTHON:-python3}"
@@ -23,6 +28,9 @@ export LLAMACPP_PYTHON="$PY"
 CACHE="$LLM_BUNDLE_CACHE"
 VENV="$CACHE/venvs/assets"
 WHEELHOUSE="$CACHE/wheelhouse"
+SDIST="$CACHE/sdist/llama_cpp_python-$LLAMACPP_VERSION.tar.gz"
+LLAMA_SERVER_VARIANT=debian12-cpu
+LLAMA_SERVER_DEBS="$CACHE/debs/llama-server/$LLAMA_SERVER_VARIANT"
 
 mkdir -p "$CACHE"
 # one build at a time per cache (parallel CI jobs, a developer and CI on one machine)
@@ -49,7 +57,7 @@ venv_stamp() {
   {
     "$PY" -c 'import sys; print(sys.version)'
     sha256sum "$HERE/requirements.txt" | cut -d' ' -f1
-    ls "$WHEELHOUSE"/llama_cpp_python-"$LLAMACPP_VERSION"-*.whl 2>/dev/null | xargs -r -n1 basename
+    find "$WHEELHOUSE" -maxdepth 1 -name "llama_cpp_python-$LLAMACPP_VERSION-*.whl" -printf '%f\n' 2>/dev/null | sort
   } | sha256sum | cut -d' ' -f1
 }
 
@@ -70,14 +78,32 @@ make_venv() {
   echo "$want" > "$VENV/.stamp"
 }
 
-stage "1/4 llama-cpp-python wheel" bash "$HERE/build-llamacpp-wheel.sh"
-stage "2/4 assets venv" make_venv
-stage "3/4 tiny HF model" "$VENV/bin/python" "$HERE/make_tiny_model.py" "$CACHE/models/tiny-qwen2.5-instruct"
-stage "4/4 tiny GGUF Q4_K_M" "$VENV/bin/python" "$HERE/make_tiny_gguf.py" \
+# The .deb is built on this machine (Debian 12, like the test hosts): cmake, ninja, a C++
+# compiler and dpkg-dev (dpkg-shlibdeps) come from Debian's archive when missing.
+llama_server_deb() {
+  local need=() cmd_pkg
+  for cmd_pkg in cmake:cmake ninja:ninja-build c++:g++ cc:gcc dpkg-shlibdeps:dpkg-dev readelf:binutils; do
+    command -v "${cmd_pkg%%:*}" >/dev/null 2>&1 || need+=("${cmd_pkg#*:}")
+  done
+  if [ "${#need[@]}" -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || { echo "missing build tools: apt-get install ${need[*]}" >&2; return 1; }
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+  bash "$REPO/roles/llamacpp/files/build-llama-server-deb.sh" --sdist "$SDIST" \
+      --variant "$LLAMA_SERVER_VARIANT" --outdir "$LLAMA_SERVER_DEBS" --jobs "${LLAMA_SERVER_JOBS:-$(nproc)}"
+}
+
+stage "1/6 llama-cpp-python sdist" bash "$HERE/fetch-llamacpp-sdist.sh"
+stage "2/6 llama-cpp-python wheel" bash "$HERE/build-llamacpp-wheel.sh"
+stage "3/6 llama-server .deb ($LLAMA_SERVER_VARIANT)" llama_server_deb
+stage "4/6 assets venv" make_venv
+stage "5/6 tiny HF model" "$VENV/bin/python" "$HERE/make_tiny_model.py" "$CACHE/models/tiny-qwen2.5-instruct"
+stage "6/6 tiny GGUF Q4_K_M" "$VENV/bin/python" "$HERE/make_tiny_gguf.py" \
     --hf-dir "$CACHE/models/tiny-qwen2.5-instruct" \
     --out-dir "$CACHE/models/tiny-qwen2.5-instruct-gguf"
 
 echo "== assets ready in $(( $(date +%s) - total_start )) s:"
 ls -1 "$WHEELHOUSE"/llama_cpp_python-"$LLAMACPP_VERSION"-*.whl
+ls -1 "$LLAMA_SERVER_DEBS"/llm-llama-server_*.deb
 echo "$CACHE/models/tiny-qwen2.5-instruct"
 echo "$CACHE/models/tiny-qwen2.5-instruct-gguf/tiny-qwen2.5-instruct-q4_k_m.gguf"

@@ -90,7 +90,7 @@ def test_config_numbers():
     assert cfg["architectures"] == ["Qwen2ForCausalLM"]
     assert cfg["model_type"] == "qwen2"
     expect = {"vocab_size": 1024, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 8192,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 32768,
               "rope_theta": 1e6, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
     assert {k: cfg[k] for k in expect} == expect
     head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]

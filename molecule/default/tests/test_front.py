@@ -108,11 +108,14 @@ def token(admin):
 
 
 def engine_requests(host, backend):
-    """A number that grows with every request the engine served: vLLM's request counter, else its journal."""
-    status, text, _ = curl("/metrics", base=backend.rsplit("/v1", 1)[0], timeout=30)
-    if status == 200 and "vllm:request_success_total" in text:
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("vllm:request_success_total"))
+    """A number that grows with every request the engine served: vLLM's request counter, llama-server's prompt
+    token counter (its /metrics needs the key), else the journal."""
+    key = env_value(host, "OPENAI_API_KEYS").split(";")[0]
+    status, text, _ = curl("/metrics", base=backend.rsplit("/v1", 1)[0], timeout=30,
+                           headers={"Authorization": f"Bearer {key}"})
+    for counter in ("vllm:request_success_total", "llamacpp:prompt_tokens_total"):
+        if status == 200 and counter in text:
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(counter))
     port = re.search(r":(\d+)", backend.split("//", 1)[1]).group(1)
     unit = engine_unit(host, port)
     return int(host.check_output(f"journalctl -u {unit} -o cat --no-pager | grep -c 'POST /v1/chat/completions' || true"))
@@ -216,6 +219,27 @@ def test_websocket_handshake_and_upgrade(host):
     assert re.search(r"(?m)^HTTP/1\.1 101", headers), headers
     assert re.search(r"(?im)^upgrade: websocket", headers), headers
     assert '0{"sid":' in frames, frames[:200]
+
+
+def test_browser_chat_request_with_open_webuis_tools_gets_a_reply(host, api_key, model):
+    # The body Open WebUI 0.12.4 sends for a chat typed in the browser: one message, streamed, its 36 builtin
+    # tools (15,613 tokens with the tiny model's tokenizer). With llama-cpp-python and a 4096-token context this
+    # raised inside the stream and the browser showed an empty reply; the demo's context is sized for it.
+    request = json.loads((REPO / "tests/unit/fixtures/open-webui/browser-chat-request-0.12.4.json").read_text())
+    request.update(model=model, max_tokens=16)
+    status, text, _ = curl("/v1/chat/completions", "POST", headers={"Authorization": f"Bearer {api_key}"},
+                           body=request, timeout=600)
+    assert status == 200, text[:500]
+    events = [line[len("data: "):] for line in text.splitlines() if line.startswith("data: ")]
+    assert events and events[-1] == "[DONE]", text[:500]
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert not [c for c in chunks if "error" in c], text[:500]
+    said = "".join((c["choices"][0]["delta"].get("content") or "") + json.dumps(c["choices"][0]["delta"].get("tool_calls") or "")
+                   for c in chunks if c.get("choices"))
+    assert said.strip(' "'), "the reply is empty"
+    usage = [c["usage"] for c in chunks if c.get("usage")]
+    if usage:
+        assert usage[-1]["prompt_tokens"] > 4096  # the tools prompt really is longer than the old context
 
 
 # --- The OpenAI API for clients through nginx ---------------------------------------------------------------

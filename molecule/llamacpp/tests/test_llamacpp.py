@@ -174,18 +174,26 @@ def test_prompt_longer_than_a_slot_gets_an_http_error_not_an_empty_reply(host, a
 
 def test_two_requests_are_decoded_together(host, api_key):
     # Continuous batching: two long generations started together occupy two slots at once.
+    # The key travels in a header file (curl -H @file), never on a command line.
     body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Count"}],
                        "max_tokens": 3000, "ignore_eos": True})
-    start = ("curl -s -o /dev/null -m 120 -H 'Authorization: Bearer {k}' "
-             "-H 'Content-Type: application/json' --data-binary {b} {u}/v1/chat/completions &"
-             ).format(k=api_key, b=_q(body), u=BASE)
-    host.run("( %s %s wait ) >/dev/null 2>&1 &" % (start, start))
+    host.run("install -m 600 /dev/null /root/.llamacpp-test-auth && "
+             "printf 'Authorization: Bearer %%s\\n' %s > /root/.llamacpp-test-auth" % _q(api_key))
+    one = ("curl -s -o /dev/null -m 120 -H @/root/.llamacpp-test-auth "
+           "-H 'Content-Type: application/json' --data-binary %s %s/v1/chat/completions"
+           % (_q(body), BASE))
+    host.run("rm -f /tmp/llamacpp-two.done; ( %s & %s & wait; touch /tmp/llamacpp-two.done ) "
+             ">/dev/null 2>&1 &" % (one, one))
     busy = 0
     deadline = time.time() + 60
     while time.time() < deadline and busy < 2:
         status, slots = curl(host, "/slots", api_key, timeout=10)
         assert status == 200, slots
         busy = max(busy, sum(1 for slot in slots if slot.get("is_processing")))
+    deadline = time.time() + 150
+    while time.time() < deadline and not host.file("/tmp/llamacpp-two.done").exists:
+        time.sleep(1)
+    host.run("rm -f /root/.llamacpp-test-auth")
     assert busy >= 2, "never saw two slots processing at once"
 
 
