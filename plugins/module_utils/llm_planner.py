@@ -515,9 +515,11 @@ def _utilization(host: Host, c: Choices,
         notes.append("%d MiB of the %s in use by other processes: sized against what is free"
                      % (host.used_mib, host.gpu_name))
     notes.append("gpu_memory_utilization %s: all of the CUDA total but %s GiB headroom "
-                 "(CUDA context, %ssafety)%s"
-                 % (util, gib(headroom), "CUDA graphs, " if headroom == HEADROOM_BYTES else "",
-                    " and the memory other processes hold" if host.used_mib else ""))
+                 "(%s)%s"
+                 % (util, gib(headroom), "CUDA context, CUDA graphs, safety"
+                    if headroom == HEADROOM_BYTES else "safety; llama.cpp's CUDA runtime is "
+                    "inside its budget", " and the memory other processes hold"
+                    if host.used_mib else ""))
     return util, notes
 
 
@@ -769,7 +771,7 @@ def _plan_llamacpp(host: Host, c: Choices, reasons: List[str]) -> Plan:
     fit = fit_for(pool)
     layout = [dict(_layout(host, {"weights": fit.weights_bytes, "kv_cache": fit.kv_bytes,
                                   "activations": fit.compute_bytes,
-                                  "reserve": _reserve_bytes(cuda_graphs=False)},
+                                  "reserve": CUDA_RESERVED_MIB * MIB + fit.overhead_bytes},
                            "llama.cpp GGUF Q4_K_M, %d slots%s"
                            % (slots, ", layers %d of %d" % (k + 1, n) if n > 1 else "")),
                    index=index)

@@ -152,8 +152,10 @@ def cuda_total_bytes(total_mib: int) -> int:
     return max(0, int(total_mib) - CUDA_RESERVED_MIB) * MIB
 
 
-#: llama.cpp's headroom: its CUDA graphs are a few MiB (decode only), so no graph share.
-LLAMACPP_HEADROOM_BYTES = CUDA_CONTEXT_BYTES + SAFETY_BYTES  # 1 GiB
+#: llama.cpp's headroom outside its budget: only the safety margin. Its CUDA context, cuBLAS
+#: workspaces and output buffers are inside the budget (LLAMACPP_RUNTIME_BYTES, measured) and its
+#: CUDA graphs are a few MiB (decode only).
+LLAMACPP_HEADROOM_BYTES = SAFETY_BYTES
 
 
 def auto_utilization(total_mib: int, used_mib: int = 0,
@@ -196,6 +198,17 @@ LLAMACPP_UBATCH = 512
 #: llama.cpp KV cache types (--cache-type-k/-v): f16, or q8_0 (blocks of 32 int8 values plus
 #: one f16 scale: 34 bytes per 32 elements).
 LLAMACPP_KV_TYPES = ("f16", "q8_0")
+
+#: Measured with llama-server (the bundle's package source, CUDA 13, driver 580) on an H200
+#: serving a full-size Q4_K_M Qwen2.5-7B with the role's flags for the RTX 3060 and RTX 4090 plans
+#: (tests/device/recorded/llama-server-gpu/): the GPU holds the GGUF minus token_embd (llama.cpp
+#: keeps the input embedding in host memory: 292.36 MiB "CPU_Mapped"), the KV pool exactly, a
+#: compute buffer of 223.93 MiB at 91,904 tokens of pool and 445.5 MiB at 321,024 (a base plus
+#: the f16 KQ mask, n_ubatch x 2 bytes per pool token, with flash attention), and 608 MiB more in
+#: the process (CUDA context, cuBLAS workspaces, output buffers) in both runs.
+LLAMACPP_TOKEN_EMBD_HOST_BYTES = 152064 * 3584 * 144 // 256  # Q4_K token_embd: 306,561,024
+LLAMACPP_COMPUTE_BASE_BYTES = 136 * MIB  # measured 134.2 MiB
+LLAMACPP_RUNTIME_BYTES = 640 * MIB  # measured 608 MiB
 
 
 @dataclass(frozen=True)
@@ -286,11 +299,14 @@ def activation_bytes(max_num_batched_tokens: int) -> int:
 
 def llamacpp_compute_bytes(n_kv: int, flash_attn: bool = True,
                            arch: ModelArch = QWEN25_7B) -> int:
-    """Compute buffer of one n_ubatch micro-batch; n_kv is the KV pool the attention spans."""
-    logits = LLAMACPP_UBATCH * arch.vocab_size * 4
-    ffn = LLAMACPP_UBATCH * arch.intermediate_size * 4 * 2
+    """Compute buffer of one n_ubatch micro-batch on the GPU; n_kv is the KV pool it spans.
+
+    Flash attention: a base (measured) plus the f16 KQ mask, n_ubatch x n_kv x 2 bytes. Without
+    it also the f32 score matrix n_ubatch x n_kv x n_heads.
+    """
+    mask = LLAMACPP_UBATCH * n_kv * 2
     scores = 0 if flash_attn else LLAMACPP_UBATCH * n_kv * arch.num_attention_heads * 4
-    return logits + ffn + scores
+    return LLAMACPP_COMPUTE_BASE_BYTES + mask + scores
 
 
 def llamacpp_kv_bytes_per_token(kv_type: str = "f16", arch: ModelArch = QWEN25_7B) -> int:
@@ -362,15 +378,17 @@ class LlamacppFit:
 def llamacpp_fit(total_mib: int, utilization: float, n_ctx: int,
                  weights_bytes: int = GGUF_Q4_K_M_BYTES, n_gpus: int = 1,
                  kv_type: str = "f16", flash_attn: bool = True) -> LlamacppFit:
-    """llama.cpp allocates the n_ctx-token KV pool up front, plus its compute buffer.
+    """llama.cpp allocates the n_ctx-token KV pool up front, plus its compute buffer; overhead is
+    the process's CUDA runtime (context, cuBLAS, output buffers), all inside the budget.
 
     With several GPUs (--split-mode layer) weights and KV are split over them; every GPU
     holds a compute buffer.
     """
     total = cuda_total_bytes(total_mib)
     budget = int(total * utilization)
-    return LlamacppFit(total, utilization, budget, math.ceil(weights_bytes / n_gpus),
-                       NON_TORCH_BYTES, n_ctx,
+    on_gpu = weights_bytes - LLAMACPP_TOKEN_EMBD_HOST_BYTES
+    return LlamacppFit(total, utilization, budget, math.ceil(on_gpu / n_gpus),
+                       LLAMACPP_RUNTIME_BYTES, n_ctx,
                        math.ceil(n_ctx * llamacpp_kv_bytes_per_token(kv_type) / n_gpus),
                        llamacpp_compute_bytes(n_ctx, flash_attn))
 
@@ -383,7 +401,13 @@ def llamacpp_max_pool(total_mib: int, utilization: float, n_gpus: int = 1,
     free = probe.budget_bytes - probe.needed_bytes
     if free <= 0:
         return 0
-    tokens = free * n_gpus // llamacpp_kv_bytes_per_token(kv_type)
+    # per pool token and GPU: its share of the KV cache plus the compute buffer's KQ mask
+    per_token = (llamacpp_kv_bytes_per_token(kv_type) / n_gpus
+                 + llamacpp_compute_bytes(1) - llamacpp_compute_bytes(0))
+    tokens = int(free // per_token)
+    while tokens > 0 and not llamacpp_fit(total_mib, utilization, tokens, weights_bytes,
+                                           n_gpus, kv_type).fits:
+        tokens -= 1  # ceil() rounding of the per-GPU KV share
     return int(tokens // granularity * granularity)
 
 

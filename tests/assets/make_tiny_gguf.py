@@ -4,7 +4,7 @@
 Runs in the assets venv ($LLM_BUNDLE_CACHE/venvs/assets: torch, transformers, numpy,
 sentencepiece, and llama-cpp-python from the bundle wheelhouse).
 
-    python make_tiny_gguf.py [--hf-dir DIR] [--out-dir DIR] [--sdist TARBALL] [--force]
+    python make_tiny_gguf.py [--preset tiny|bench] [--hf-dir DIR] [--out-dir DIR] [--sdist TARBALL] [--force]
 
 1. llama.cpp's convert_hf_to_gguf.py, its conversion/ package and gguf-py are taken from the
    llama-cpp-python sdist (vendor/llama.cpp) and extracted into
@@ -21,6 +21,10 @@ sentencepiece, and llama-cpp-python from the bundle wheelhouse).
 Output: $LLM_BUNDLE_CACHE/models/tiny-qwen2.5-instruct-gguf/tiny-qwen2.5-instruct-q4_k_m.gguf
 (+ LICENSE, README.md, SHA256SUMS, .complete). Skipped when complete and built from the
 current HF model (its SHA256SUMS hash is recorded in .complete).
+
+--preset bench converts make_tiny_model.py's bench preset instead ($LLM_BUNDLE_CACHE/models/
+bench-qwen2 -> models/bench-qwen2-gguf/bench-qwen2-q4_k_m.gguf, ~137 MB; for
+tests/bench/llamacpp-servers.py, never built by build.sh).
 """
 from __future__ import annotations
 
@@ -38,13 +42,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_tiny_model import (  # noqa: E402  (same folder)
-    IM_END_ID, IM_START_ID, RECIPE_VERSION as HF_RECIPE, is_complete, sha256_file, write_manifest,
+    IM_END_ID, IM_START_ID, PRESETS, is_complete, sha256_file, write_manifest,
 )
 
-RECIPE_VERSION = "tiny-qwen2.5-instruct-gguf/1"
+RECIPE_VERSION = "tiny-qwen2.5-instruct-gguf/2"
 LLAMACPP_VERSION = os.environ.get("LLAMACPP_VERSION", "0.3.36")
 GGUF_NAME = "tiny-qwen2.5-instruct-q4_k_m.gguf"
 FTYPE_MOSTLY_Q4_K_M = 15
+# Per preset: (GGUF recipe, GGUF file name). "tiny" is the constants above.
+GGUF_PRESETS = {
+    "tiny": (RECIPE_VERSION, GGUF_NAME),
+    "bench": ("bench-qwen2-gguf/1", "bench-qwen2-q4_k_m.gguf"),
+}
 
 CACHE = Path(os.environ.get("LLM_BUNDLE_CACHE") or "/var/cache/llm-bundle")
 
@@ -80,6 +89,19 @@ The chat template (Qwen2.5 ChatML) is embedded as tokenizer.chat_template.
 Only tensors whose row length is a multiple of 256 can use K-quants: with hidden 128 that is
 ffn_down (intermediate 256). Q4_K_M's mix gives it Q4_K in layer 0 and Q6_K in layer 1; the
 128-wide tensors fall back to llama.cpp's legacy types (printed below). 1-D tensors stay F32.
+
+Tensor types:
+{types}
+"""
+
+BENCH_README_TEXT = """\
+# bench-qwen2 GGUF (Q4_K_M, generated benchmark model)
+
+`{gguf}` is tests/assets/make_tiny_model.py's random `bench` preset (Qwen2 architecture,
+hidden 1024, intermediate 2816, 20 layers, 8 heads / 2 KV heads, vocab 1024), converted with
+llama.cpp's convert_hf_to_gguf.py (from the llama-cpp-python {ver} sdist) to bf16 GGUF and
+quantized with `llama_cpp.llama_model_quantize(ftype=MOSTLY_Q4_K_M)`. For CPU serving
+benchmarks (tests/bench/llamacpp-servers.py); its output is gibberish.
 
 Tensor types:
 {types}
@@ -172,7 +194,9 @@ def smoke_load(gguf_path: Path) -> None:
     llm.close() if hasattr(llm, "close") else None
 
 
-def build(hf_dir: Path, out_dir: Path, sdist: Path | None) -> None:
+def build(hf_dir: Path, out_dir: Path, sdist: Path | None, preset: str = "tiny") -> None:
+    recipe, gguf_name = GGUF_PRESETS[preset]
+    readme = README_TEXT if preset == "tiny" else BENCH_README_TEXT
     t0 = time.monotonic()
     sdist = ensure_sdist(sdist)
     convdir = ensure_converter(sdist)
@@ -183,13 +207,13 @@ def build(hf_dir: Path, out_dir: Path, sdist: Path | None) -> None:
         work.mkdir()
         tmp = tmp_parent / out_dir.name
         tmp.mkdir()
-        bf16 = work / "tiny-qwen2.5-instruct-bf16.gguf"
+        bf16 = work / f"{PRESETS[preset].name}-bf16.gguf"
         t1 = time.monotonic()
         subprocess.run([sys.executable, "-c", _CONVERT_RUNNER, str(convdir),
                         str(hf_dir), "--outfile", str(bf16), "--outtype", "bf16"], check=True)
         log(f"  convert_hf_to_gguf (bf16): {time.monotonic() - t1:.1f} s")
         t1 = time.monotonic()
-        gguf_path = tmp / GGUF_NAME
+        gguf_path = tmp / gguf_name
         quantize(bf16, gguf_path)
         log(f"  llama_model_quantize Q4_K_M: {time.monotonic() - t1:.1f} s")
 
@@ -208,10 +232,10 @@ def build(hf_dir: Path, out_dir: Path, sdist: Path | None) -> None:
         smoke_load(gguf_path)
 
         shutil.copyfile(hf_dir / "LICENSE", tmp / "LICENSE")
-        (tmp / "README.md").write_text(README_TEXT.format(gguf=GGUF_NAME, ver=LLAMACPP_VERSION, types=table))
+        (tmp / "README.md").write_text(readme.format(gguf=gguf_name, ver=LLAMACPP_VERSION, types=table))
         for p in tmp.iterdir():
             p.chmod(0o644)
-        write_manifest(tmp, RECIPE_VERSION, {
+        write_manifest(tmp, recipe, {
             "source_sha256sums": sha256_file(hf_dir / "SHA256SUMS"),
             "llama_cpp_python": LLAMACPP_VERSION,
             "q4_k_tensors": q4k,
@@ -221,12 +245,13 @@ def build(hf_dir: Path, out_dir: Path, sdist: Path | None) -> None:
         os.replace(tmp, out_dir)
     finally:
         shutil.rmtree(tmp_parent, ignore_errors=True)
-    size = (out_dir / GGUF_NAME).stat().st_size
-    log(f"tiny GGUF: built {out_dir / GGUF_NAME} ({size / 1e6:.2f} MB) in {time.monotonic() - t0:.1f} s")
+    size = (out_dir / gguf_name).stat().st_size
+    log(f"{preset} GGUF: built {out_dir / gguf_name} ({size / 1e6:.2f} MB) in {time.monotonic() - t0:.1f} s")
 
 
-def gguf_is_current(out_dir: Path, hf_dir: Path) -> bool:
-    if not is_complete(out_dir, RECIPE_VERSION) or not (out_dir / GGUF_NAME).is_file():
+def gguf_is_current(out_dir: Path, hf_dir: Path, preset: str = "tiny") -> bool:
+    recipe, gguf_name = GGUF_PRESETS[preset]
+    if not is_complete(out_dir, recipe) or not (out_dir / gguf_name).is_file():
         return False
     data = json.loads((out_dir / ".complete").read_text())
     return data.get("source_sha256sums") == sha256_file(hf_dir / "SHA256SUMS")
@@ -234,20 +259,26 @@ def gguf_is_current(out_dir: Path, hf_dir: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--hf-dir", type=Path, default=CACHE / "models" / "tiny-qwen2.5-instruct")
-    ap.add_argument("--out-dir", type=Path, default=CACHE / "models" / "tiny-qwen2.5-instruct-gguf")
+    ap.add_argument("--preset", choices=sorted(GGUF_PRESETS), default="tiny",
+                    help="which make_tiny_model.py preset to convert (default tiny)")
+    ap.add_argument("--hf-dir", type=Path, default=None, help="default: $LLM_BUNDLE_CACHE/models/<preset name>")
+    ap.add_argument("--out-dir", type=Path, default=None, help="default: $LLM_BUNDLE_CACHE/models/<preset name>-gguf")
     ap.add_argument("--sdist", type=Path, default=None, help="llama-cpp-python sdist tarball")
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
-    hf_dir, out_dir = args.hf_dir.absolute(), args.out_dir.absolute()
+    hf_preset = PRESETS[args.preset]
+    hf_dir = (args.hf_dir or CACHE / "models" / hf_preset.name).absolute()
+    out_dir = (args.out_dir or CACHE / "models" / f"{hf_preset.name}-gguf").absolute()
+    gguf_name = GGUF_PRESETS[args.preset][1]
 
-    if not is_complete(hf_dir, HF_RECIPE):
-        print(f"{hf_dir} is not a complete tiny HF model: run make_tiny_model.py first", file=sys.stderr)
+    if not is_complete(hf_dir, hf_preset.recipe):
+        print(f"{hf_dir} is not a complete {args.preset} HF model: run make_tiny_model.py"
+              f"{'' if args.preset == 'tiny' else ' --preset ' + args.preset} first", file=sys.stderr)
         return 2
-    if not args.force and gguf_is_current(out_dir, hf_dir):
-        print(f"tiny GGUF: skipped (cached) {out_dir / GGUF_NAME}")
+    if not args.force and gguf_is_current(out_dir, hf_dir, args.preset):
+        print(f"{args.preset} GGUF: skipped (cached) {out_dir / gguf_name}")
         return 0
-    build(hf_dir, out_dir, args.sdist)
+    build(hf_dir, out_dir, args.sdist, args.preset)
     return 0
 
 

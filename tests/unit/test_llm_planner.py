@@ -76,7 +76,7 @@ def test_h200_utilization_keeps_an_absolute_headroom_not_8_percent():
 
 @pytest.mark.parametrize("card,util", [
     ("h200", 0.989), ("a100-80gb", 0.981), ("rtx4090", 0.935), ("a10g", 0.931),
-    ("l4", 0.931), ("t4", 0.93), ("rtx3060", 0.89), ("rtx3070", 0.823)])
+    ("l4", 0.931), ("t4", 0.965), ("rtx3060", 0.934), ("rtx3070", 0.891)])
 def test_utilization_scales_with_the_card(card, util):
     assert plan_for(card)["gpu_memory_utilization"] == util
 
@@ -87,7 +87,7 @@ def test_plan_picks_gguf_on_12gb_card():
             p["n_gpu_layers"], p["needs_cuda_toolkit"], p["vllm_wheel_variant"],
             p["vllm_package"], p["max_num_seqs"], p["weights_bytes"], p["model_repo"],
             p["model_revision"], p["cuda_architectures"]) == \
-        ("gguf_q4_k_m", "llamacpp", 32768, 91_904, -1, True, "none", "", 11, 4_686_883_062,
+        ("gguf_q4_k_m", "llamacpp", 32768, 106_752, -1, True, "none", "", 13, 4_686_883_062,
          "Qwen/Qwen2.5-7B-Instruct-GGUF", "bb5d59e06d9551d752d08b292a50eb208b07ab1f", "86")
     assert any("bf16 does not fit" in r for r in p["reasons"])
 
@@ -120,7 +120,7 @@ def test_desktop_4090_sizes_against_free_memory_not_total():
 def test_desktop_3060_keeps_gguf_32768_with_less_headroom():
     p = plan_for("rtx3060-desktop")
     assert (p["engine"], p["max_model_len"], p["gpu_memory_utilization"],
-            p["gpu_memory_used_mib"]) == ("llamacpp", 32768, 0.804, 1258)
+            p["gpu_memory_used_mib"]) == ("llamacpp", 32768, 0.848, 1258)
 
 
 def test_explicit_utilization_above_what_is_free_is_refused_with_numbers():
@@ -133,8 +133,8 @@ def test_explicit_utilization_above_what_is_free_is_refused_with_numbers():
 
 def test_busy_3060_is_refused_with_the_numbers_and_what_to_free():
     assert refusal("rtx3060-busy") == (
-        "GGUF Q4_K_M on the NVIDIA GeForce RTX 3060 needs 5.34 GiB (weights 4.37 + KV + compute "
-        "buffer + runtime) at 2048 tokens but it has 11.40 GiB (CUDA total) x 0.321 = 3.66 GiB "
+        "GGUF Q4_K_M on the NVIDIA GeForce RTX 3060 needs 4.95 GiB (weights 4.08 + KV + compute "
+        "buffer + runtime) at 2048 tokens but it has 11.40 GiB (CUDA total) x 0.364 = 4.15 GiB "
         "(6900 MiB already in use by other processes): stop what holds the 6900 MiB in use on "
         "the NVIDIA GeForce RTX 3060 (nvidia-smi lists the processes) or set llm_mode: cpu")
 
@@ -275,9 +275,10 @@ def test_plan_mixed_gpus_serves_bf16_on_the_4090_and_says_what_the_3060_does():
         "one engine per host serves the best class (NVIDIA GeForce RTX 4090)")
 
 
-def test_plan_8gb_card_auto_is_gguf_with_8192_context():
+def test_plan_8gb_card_auto_is_gguf_with_16384_context():
     p = plan_for("rtx3070")
-    assert (p["quantization"], p["max_model_len"]) == ("gguf_q4_k_m", 8192)
+    assert (p["quantization"], p["max_model_len"], p["kv_cache_tokens"], p["max_num_seqs"]) == \
+        ("gguf_q4_k_m", 16384, 32_256, 3)
 
 
 def test_plan_8gb_card_refuses_bf16():
@@ -432,9 +433,9 @@ def test_131072_on_2x_rtx4090_uses_tensor_parallel_2():
 def test_131072_on_12gb_gguf_is_refused_naming_the_largest_that_fits():
     msg = refusal("rtx3060", max_model_len=131072)
     assert msg == (
-        "max_model_len 131072 on llama.cpp needs 12.23 GiB (weights 4.37 + KV 7.00 + compute "
-        "buffer 0.36 + runtime 0.50 GiB) but the NVIDIA GeForce RTX 3060 has 11.40 GiB (CUDA "
-        "total) x 0.89 = 10.14 GiB (254 MiB already in use by other processes): the largest "
+        "max_model_len 131072 on llama.cpp needs 11.96 GiB (weights 4.08 + KV 7.00 + compute "
+        "buffer 0.26 + runtime 0.62 GiB) but the NVIDIA GeForce RTX 3060 has 11.40 GiB (CUDA "
+        "total) x 0.934 = 10.65 GiB (254 MiB already in use by other processes): the largest "
         "max_model_len that fits is 65536; set llm_max_model_len: 65536 (or keep it and set "
         "llm_kv_cache_dtype: q8_0)")
 
@@ -581,13 +582,14 @@ def test_compute_apps_of_other_units_are_not_the_bundles():
 # --- llama-server: slots sharing a unified KV pool ---------------------------------------
 
 @pytest.mark.parametrize("card,choices,pool,slots,mml", [
-    ("rtx3060", {}, 91_904, 11, 32768),
-    ("rtx3060-desktop", {}, 73_472, 8, 32768),
-    ("rtx3070", {}, 8192, 1, 8192),
-    ("t4", {}, 152_832, 16, 32768),
+    ("rtx3060", {}, 106_752, 13, 32768),
+    ("rtx3060-desktop", {}, 88_576, 10, 32768),
+    ("rtx3070", {}, 32_256, 3, 16384),
+    ("t4", {}, 166_400, 16, 32768),
+    ("rtx4090", {"engine": "llamacpp"}, 331_520, 16, 32768),
     ("h200", {"engine": "llamacpp"}, 524_288, 16, 32768),  # capped: 16 slots x 32768
-    ("rtx3060", {"max_num_seqs": 4}, 91_904, 4, 32768),
-    ("rtx3060", {"max_model_len": 65536}, 91_904, 11, 65536),
+    ("rtx3060", {"max_num_seqs": 4}, 106_752, 4, 32768),
+    ("rtx3060", {"max_model_len": 65536}, 106_752, 13, 65536),
 ])
 def test_llamacpp_slots_share_a_kv_pool_sized_to_the_free_memory(card, choices, pool, slots,
                                                                   mml):
@@ -600,7 +602,7 @@ def test_llamacpp_slots_share_a_kv_pool_sized_to_the_free_memory(card, choices, 
 def test_q8_0_kv_doubles_the_llamacpp_pool_and_picks_llamacpp():
     f16, q8 = plan_for("rtx3060"), plan_for("rtx3060", kv_cache_dtype="q8_0")
     assert (q8["engine"], q8["kv_cache_dtype"], q8["kv_cache_tokens"], q8["max_num_seqs"]) == \
-        ("llamacpp", "q8_0", 173_312, 16)
+        ("llamacpp", "q8_0", 197_888, 16)
     assert f16["kv_cache_dtype"] == "auto"
 
 

@@ -54,7 +54,7 @@ def test_auto_utilization_leaves_the_absolute_headroom_free():
     assert s.auto_utilization(143771) == 0.989
     assert s.auto_utilization(24564, 1) == 0.935
     assert s.auto_utilization(12288, 254) == 0.846
-    assert s.auto_utilization(12288, 254, s.LLAMACPP_HEADROOM_BYTES) == 0.89
+    assert s.auto_utilization(12288, 254, s.LLAMACPP_HEADROOM_BYTES) == 0.934
     assert s.auto_utilization(12288, 11000) == 0.0
     for total, used in ((143771, 0), (24564, 1846), (12288, 254), (23028, 0)):
         util = s.auto_utilization(total, used)
@@ -88,9 +88,9 @@ def test_vllm_fit_splits_weights_and_kv_under_tensor_parallel():
 
 
 def test_llamacpp_fit_splits_weights_and_kv_over_gpus():
-    one = s.llamacpp_fit(12288, 0.89, 32768)
-    two = s.llamacpp_fit(12288, 0.89, 32768, n_gpus=2)
-    assert two.weights_bytes == -(-s.GGUF_Q4_K_M_BYTES // 2)
+    one = s.llamacpp_fit(12288, 0.934, 32768)
+    two = s.llamacpp_fit(12288, 0.934, 32768, n_gpus=2)
+    assert two.weights_bytes == -(-(s.GGUF_Q4_K_M_BYTES - 306_561_024) // 2)
     assert two.kv_bytes == 32768 * 57_344 // 2
     assert two.compute_bytes == one.compute_bytes
 
@@ -102,15 +102,18 @@ def test_catalog_pins_a_revision_for_every_repository():
         "Qwen/Qwen2.5-7B-Instruct-GGUF": "bb5d59e06d9551d752d08b292a50eb208b07ab1f"}
 
 
-def test_llamacpp_fit_counts_weights_kv_and_compute_buffer():
-    fit = s.llamacpp_fit(12288, 0.92, 32768)
+def test_llamacpp_fit_counts_gpu_weights_kv_and_compute_buffer():
+    fit = s.llamacpp_fit(12288, 0.934, 32768)
+    # token_embd (Q4_K, 152064 x 3584) stays in host memory: 292.36 MiB off the GGUF
+    assert fit.weights_bytes == 4_686_883_062 - 306_561_024
     assert fit.kv_bytes == 32768 * 57_344
-    # flash attention: logits and FFN activations of one 512-token micro-batch, no score matrix
-    assert fit.compute_bytes == 512 * 152064 * 4 + 512 * 18944 * 4 * 2
+    # flash attention: a measured base plus the f16 KQ mask over the pool, no score matrix
+    assert fit.compute_bytes == 136 * 2 ** 20 + 512 * 32768 * 2
     assert s.llamacpp_compute_bytes(32768, flash_attn=False) == \
         fit.compute_bytes + 512 * 32768 * 28 * 4
+    assert fit.overhead_bytes == 640 * 2 ** 20
     assert fit.fits
-    assert not s.llamacpp_fit(12288, 0.92, 131072).fits
+    assert not s.llamacpp_fit(12288, 0.934, 131072).fits
 
 
 def test_llamacpp_q8_0_kv_is_34_bytes_per_32_values():
@@ -119,8 +122,31 @@ def test_llamacpp_q8_0_kv_is_34_bytes_per_32_values():
 
 
 def test_llamacpp_max_pool_is_what_fits_after_weights_and_buffers():
-    pool = s.llamacpp_max_pool(12288, 0.89)
-    assert pool == 91_904 and pool % 256 == 0
-    assert s.llamacpp_fit(12288, 0.89, pool).fits
-    assert not s.llamacpp_fit(12288, 0.89, pool + 256).fits
+    pool = s.llamacpp_max_pool(12288, 0.934)
+    assert pool == 106_752 and pool % 256 == 0
+    assert s.llamacpp_fit(12288, 0.934, pool).fits
+    assert not s.llamacpp_fit(12288, 0.934, pool + 256 + 255).fits
 
+
+def test_llamacpp_estimate_matches_the_h200_measurement_within_5_percent():
+    """tests/device/recorded/llama-server-gpu: llama-server with the role's flags for the RTX 3060
+    and RTX 4090 plans, a full-size Q4_K_M Qwen2.5-7B; the process's GPU memory (nvidia-smi) and
+    llama.cpp's own buffers against llamacpp_fit. Never under (the plan must not overflow)."""
+    import json
+    from pathlib import Path
+    record = json.loads((Path(__file__).resolve().parents[1] / "device" / "recorded"
+                         / "llama-server-gpu" / "llama-server-gpu.json").read_text())
+    seen = 0
+    for run in record["plans"]:
+        plan = run["plan"]
+        fit = s.llamacpp_fit(plan["vram_mib"], plan["gpu_memory_utilization"],
+                             plan["kv_cache_tokens"])
+        buffers = run["llama_buffers_mib"]
+        assert abs(fit.weights_bytes / 2 ** 20 - buffers["model"]) / buffers["model"] < 0.01
+        assert fit.kv_bytes / 2 ** 20 == buffers["kv"]
+        assert 0 <= fit.compute_bytes / 2 ** 20 - buffers["compute"] < 0.05 * buffers["compute"]
+        measured = run["gpu_used_mib_after_load"]
+        estimate = fit.needed_bytes / 2 ** 20
+        assert 0 <= (estimate - measured) / measured < 0.05, (estimate, measured)
+        seen += 1
+    assert seen == 2

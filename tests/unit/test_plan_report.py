@@ -86,7 +86,7 @@ def test_html_draws_one_bar_per_gpu_whose_widths_add_up_to_100(hostvars):
         "GPU 0 NVIDIA GeForce RTX 4090 - 24.0 GiB - vLLM bf16, replica 1 of 1",
         "GPU 1 NVIDIA GeForce RTX 3060 - 12.0 GiB - unused (alone it would serve: llamacpp "
         "gguf_q4_k_m, context 32768)",
-        "GPU 0 NVIDIA GeForce RTX 3060 - 12.0 GiB - llama.cpp GGUF Q4_K_M, 8 slots",
+        "GPU 0 NVIDIA GeForce RTX 3060 - 12.0 GiB - llama.cpp GGUF Q4_K_M, 10 slots",
         "GPU 0 NVIDIA GeForce RTX 4090 - 24.0 GiB - vLLM bf16, replica 1 of 1",
     ]
     for bar in bars:
@@ -97,10 +97,10 @@ def test_html_draws_one_bar_per_gpu_whose_widths_add_up_to_100(hostvars):
         ("reserve", 1.5, "reserve (CUDA context, graphs, headroom): 2.10 GiB"),
         ("free", 0.38, "free: 0.54 GiB")]  # nothing in use by others: no segment
     assert bars[5]["parts"] == [  # the desktop 3060: the display holds 1258 MiB
-        ("weights", 36.37, "weights: 4.37 GiB"), ("kv_cache", 32.7, "KV cache: 3.92 GiB"),
-        ("activations", 3.02, "activations: 0.36 GiB"),
-        ("reserve", 13.35, "reserve (CUDA context, graphs, headroom): 1.60 GiB"),
-        ("others", 10.24, "in use by others: 1.23 GiB"), ("free", 4.32, "free: 0.52 GiB")]
+        ("weights", 34.0, "weights: 4.08 GiB"), ("kv_cache", 39.42, "KV cache: 4.73 GiB"),
+        ("activations", 1.81, "activations: 0.22 GiB"),
+        ("reserve", 10.22, "reserve (CUDA context, graphs, headroom): 1.23 GiB"),
+        ("others", 10.24, "in use by others: 1.23 GiB"), ("free", 4.31, "free: 0.52 GiB")]
 
 
 def test_html_shows_the_unused_3060_of_the_mixed_host_as_free_memory(hostvars):
