@@ -10,12 +10,12 @@
 # ready  : `systemctl restart UNIT` until READY_URL answers 200, measured inside the host
 #
 # Environment: BENCH_UNIT (default: the scenario name), BENCH_READY_URL (default http://127.0.0.1:8000/health),
-# BENCH_SKIP_COLD=1 to skip the cold converge. llamacpp's default probe is /v1/models on 8081 (401 = up).
+# BENCH_SKIP_COLD=1 to skip the cold converge. llamacpp's default probe is llama-server's /health on 8081.
 set -euo pipefail
 scenario=${1:?usage: serving.sh SCENARIO}
 unit=${BENCH_UNIT:-$scenario}
 case "$scenario" in
-  llamacpp) default_ready=http://127.0.0.1:8081/v1/models ;;  # no /health; 401 without a key = up
+  llamacpp) default_ready=http://127.0.0.1:8081/health ;;  # 200 once the model is loaded, no key needed
   *) default_ready=http://127.0.0.1:8000/health ;;
 esac
 ready_url=${BENCH_READY_URL:-$default_ready}
