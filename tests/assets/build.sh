@@ -5,18 +5,20 @@
 #
 # Environment:
 #   LLM_BUNDLE_CACHE   cache root (default /var/cache/llm-bundle)
-#   LLM_BUNDLE_PYTHON  Python 3.11 used for the wheel and the assets venv (default python3)
+#   LLM_BUNDLE_PYTHON  Python 3.11 used for the assets venv (default python3)
 #   LLAMACPP_VERSION   llama-cpp-python version (default 0.3.36)
 #   LLAMA_SERVER_JOBS  compile jobs for the llama-server .deb (default: nproc)
 #
 # Stages (each prints its time, or "skipped (cached)"):
 #   1. llama-cpp-python sdist      -> $LLM_BUNDLE_CACHE/sdist/llama_cpp_python-<ver>.tar.gz
-#   2. llama-cpp-python CPU wheel  -> $LLM_BUNDLE_CACHE/wheelhouse/llama_cpp_python-*.whl
-#      (the role's current engine; kept until the switch to llama-server lands)
-#   3. llama-server .deb, CPU      -> $LLM_BUNDLE_CACHE/debs/llama-server/debian12-cpu/llm-llama-server_*.deb
-#   4. assets venv                 -> $LLM_BUNDLE_CACHE/venvs/assets (tests/assets/requirements.txt)
-#   5. tiny HF model               -> $LLM_BUNDLE_CACHE/models/tiny-qwen2.5-instruct
-#   6. tiny GGUF Q4_K_M            -> $LLM_BUNDLE_CACHE/models/tiny-qwen2.5-instruct-gguf/tiny-qwen2.5-instruct-q4_k_m.gguf
+#      (its vendored llama.cpp: the .deb's source and the GGUF converter)
+#   2. llama-server .deb, CPU      -> $LLM_BUNDLE_CACHE/debs/llama-server/debian12-cpu/llm-llama-server_*.deb
+#      (llama-server for the test hosts, llama-quantize for stage 5)
+#   3. assets venv                 -> $LLM_BUNDLE_CACHE/venvs/assets (tests/assets/requirements.txt)
+#   4. tiny HF model               -> $LLM_BUNDLE_CACHE/models/tiny-qwen2.5-instruct
+#   5. tiny GGUF Q4_K_M            -> $LLM_BUNDLE_CACHE/models/tiny-qwen2.5-instruct-gguf/tiny-qwen2.5-instruct-q4_k_m.gguf
+# The llama-cpp-python wheel (the server the bundle used before llama-server) is built only by
+# tests/bench/llamacpp-servers.py, for its comparison (build-llamacpp-wheel.sh).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -57,7 +59,6 @@ venv_stamp() {
   {
     "$PY" -c 'import sys; print(sys.version)'
     sha256sum "$HERE/requirements.txt" | cut -d' ' -f1
-    find "$WHEELHOUSE" -maxdepth 1 -name "llama_cpp_python-$LLAMACPP_VERSION-*.whl" -printf '%f\n' 2>/dev/null | sort
   } | sha256sum | cut -d' ' -f1
 }
 
@@ -71,10 +72,8 @@ make_venv() {
   rm -rf "$VENV"
   mkdir -p "$(dirname "$VENV")"
   "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet \
-      --find-links "$WHEELHOUSE" --only-binary llama-cpp-python \
-      -r "$HERE/requirements.txt"
-  "$VENV/bin/python" -c 'import llama_cpp, torch, transformers, tokenizers, safetensors, numpy; print("assets venv: llama_cpp", llama_cpp.__version__, "torch", torch.__version__, "transformers", transformers.__version__)'
+  "$VENV/bin/python" -m pip install --quiet -r "$HERE/requirements.txt"
+  "$VENV/bin/python" -c 'import torch, transformers, tokenizers, safetensors, numpy; print("assets venv: torch", torch.__version__, "transformers", transformers.__version__)'
   echo "$want" > "$VENV/.stamp"
 }
 
@@ -93,17 +92,15 @@ llama_server_deb() {
       --variant "$LLAMA_SERVER_VARIANT" --outdir "$LLAMA_SERVER_DEBS" --jobs "${LLAMA_SERVER_JOBS:-$(nproc)}"
 }
 
-stage "1/6 llama-cpp-python sdist" bash "$HERE/fetch-llamacpp-sdist.sh"
-stage "2/6 llama-cpp-python wheel" bash "$HERE/build-llamacpp-wheel.sh"
-stage "3/6 llama-server .deb ($LLAMA_SERVER_VARIANT)" llama_server_deb
-stage "4/6 assets venv" make_venv
-stage "5/6 tiny HF model" "$VENV/bin/python" "$HERE/make_tiny_model.py" "$CACHE/models/tiny-qwen2.5-instruct"
-stage "6/6 tiny GGUF Q4_K_M" "$VENV/bin/python" "$HERE/make_tiny_gguf.py" \
+stage "1/5 llama-cpp-python sdist (vendors llama.cpp)" bash "$HERE/fetch-llamacpp-sdist.sh"
+stage "2/5 llama-server .deb ($LLAMA_SERVER_VARIANT)" llama_server_deb
+stage "3/5 assets venv" make_venv
+stage "4/5 tiny HF model" "$VENV/bin/python" "$HERE/make_tiny_model.py" "$CACHE/models/tiny-qwen2.5-instruct"
+stage "5/5 tiny GGUF Q4_K_M" "$VENV/bin/python" "$HERE/make_tiny_gguf.py" \
     --hf-dir "$CACHE/models/tiny-qwen2.5-instruct" \
     --out-dir "$CACHE/models/tiny-qwen2.5-instruct-gguf"
 
 echo "== assets ready in $(( $(date +%s) - total_start )) s:"
-ls -1 "$WHEELHOUSE"/llama_cpp_python-"$LLAMACPP_VERSION"-*.whl
 ls -1 "$LLAMA_SERVER_DEBS"/llm-llama-server_*.deb
 echo "$CACHE/models/tiny-qwen2.5-instruct"
 echo "$CACHE/models/tiny-qwen2.5-instruct-gguf/tiny-qwen2.5-instruct-q4_k_m.gguf"

@@ -2,7 +2,8 @@
 """Convert the tiny HF model to GGUF and quantize it to Q4_K_M.
 
 Runs in the assets venv ($LLM_BUNDLE_CACHE/venvs/assets: torch, transformers, numpy,
-sentencepiece, and llama-cpp-python from the bundle wheelhouse).
+sentencepiece). Quantizes with llama-quantize from the bundle's llm-llama-server .deb
+(LLAMA_QUANTIZE, or the .deb in $LLM_BUNDLE_CACHE/debs/llama-server/debian12-cpu, unpacked).
 
     python make_tiny_gguf.py [--preset tiny|bench] [--hf-dir DIR] [--out-dir DIR] [--sdist TARBALL] [--force]
 
@@ -13,10 +14,10 @@ sentencepiece, and llama-cpp-python from the bundle wheelhouse).
    trained locally with Qwen2's pre-tokenizer regex, so it is told, at run time (monkeypatch
    of TextModel.get_vocab_base_pre in the converter's process, files untouched), that the
    pre-tokenizer is "qwen2".
-3. bf16 GGUF -> Q4_K_M with llama_cpp.llama_model_quantize (in-process, the wheel's libllama).
+3. bf16 GGUF -> Q4_K_M with llama-quantize (the same llama.cpp the bundle serves with).
 4. The tensor types are read back with gguf-py and printed; at least one tensor must be Q4_K
-   and general.file_type must be MOSTLY_Q4_K_M (15). A llama_cpp.Llama load + ChatML
-   tokenization check closes it.
+   and general.file_type must be MOSTLY_Q4_K_M (15). The ChatML markers must be control
+   tokens in the GGUF vocabulary (the molecule scenarios then serve it with llama-server).
 
 Output: $LLM_BUNDLE_CACHE/models/tiny-qwen2.5-instruct-gguf/tiny-qwen2.5-instruct-q4_k_m.gguf
 (+ LICENSE, README.md, SHA256SUMS, .complete). Skipped when complete and built from the
@@ -29,7 +30,6 @@ tests/bench/llamacpp-servers.py, never built by build.sh).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import shutil
@@ -81,9 +81,9 @@ README_TEXT = """\
 
 `{gguf}` is tests/assets/make_tiny_model.py's random tiny Qwen2 model, converted with
 llama.cpp's convert_hf_to_gguf.py (from the llama-cpp-python {ver} sdist) to bf16 GGUF and
-quantized with `llama_cpp.llama_model_quantize(ftype=MOSTLY_Q4_K_M)`.
+quantized with llama.cpp's `llama-quantize` (Q4_K_M).
 
-Serve it: `python -m llama_cpp.server --model {gguf} --model_alias tiny --n_ctx 4096 ...`.
+Serve it: `llama-server --model {gguf} --alias tiny --ctx-size 4096 ...`.
 The chat template (Qwen2.5 ChatML) is embedded as tokenizer.chat_template.
 
 Only tensors whose row length is a multiple of 256 can use K-quants: with hidden 128 that is
@@ -100,7 +100,7 @@ BENCH_README_TEXT = """\
 `{gguf}` is tests/assets/make_tiny_model.py's random `bench` preset (Qwen2 architecture,
 hidden 1024, intermediate 2816, 20 layers, 8 heads / 2 KV heads, vocab 1024), converted with
 llama.cpp's convert_hf_to_gguf.py (from the llama-cpp-python {ver} sdist) to bf16 GGUF and
-quantized with `llama_cpp.llama_model_quantize(ftype=MOSTLY_Q4_K_M)`. For CPU serving
+quantized with llama.cpp's `llama-quantize` (Q4_K_M). For CPU serving
 benchmarks (tests/bench/llamacpp-servers.py); its output is gibberish.
 
 Tensor types:
@@ -158,15 +158,35 @@ def ensure_converter(sdist: Path) -> Path:
     return dest
 
 
-def quantize(src: Path, dst: Path) -> None:
-    import llama_cpp
+def llama_quantize() -> Path:
+    """llama-quantize: $LLAMA_QUANTIZE, else unpacked from the cached llm-llama-server .deb."""
+    explicit = os.environ.get("LLAMA_QUANTIZE")
+    if explicit:
+        return Path(explicit)
+    debs = sorted((CACHE / "debs" / "llama-server" / "debian12-cpu").glob("llm-llama-server_*.deb"))
+    if not debs:
+        raise SystemExit("no llm-llama-server .deb in %s: run tests/assets/build.sh (it builds it "
+                         "before the GGUF)" % (CACHE / "debs" / "llama-server" / "debian12-cpu"))
+    root = CACHE / "debs" / "llama-server" / "unpacked" / debs[-1].stem
+    tool = root / "opt" / "llm" / "llama.cpp" / "bin" / "llama-quantize"
+    if not tool.is_file():
+        tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root.parent if root.parent.exists()
+                                    else _mkdir(root.parent)))
+        subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(tmp)], check=True)
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    return tool
 
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
-    params.nthread = os.cpu_count() or 2
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-    if rc != 0:
-        raise SystemExit(f"llama_model_quantize failed: rc={rc}")
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def quantize(src: Path, dst: Path) -> None:
+    subprocess.run([str(llama_quantize()), str(src), str(dst), "Q4_K_M", str(os.cpu_count() or 2)],
+                   check=True, stdout=subprocess.DEVNULL)
 
 
 def tensor_types(gguf_path: Path, convdir: Path) -> tuple[dict[str, str], int, bool]:
@@ -181,17 +201,18 @@ def tensor_types(gguf_path: Path, convdir: Path) -> tuple[dict[str, str], int, b
     return types, file_type, has_template
 
 
-def smoke_load(gguf_path: Path) -> None:
-    import llama_cpp
+def check_chatml_tokens(gguf_path: Path, convdir: Path) -> None:
+    sys.path.insert(0, str(convdir / "gguf-py"))
+    import gguf  # the sdist's gguf-py
 
-    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=256, n_threads=2, verbose=False)
-    ids = llm.tokenize(b"<|im_start|>user\nhi<|im_end|>", add_bos=False, special=True)
-    if ids[0] != IM_START_ID or ids[-1] != IM_END_ID:
-        raise SystemExit(f"ChatML tokens not special in GGUF vocab: {ids}")
-    out = llm.create_chat_completion(messages=[{"role": "user", "content": "hi"}], max_tokens=4)
-    log(f"  llama_cpp load ok: n_vocab={llm.n_vocab()} ChatML ids={ids[0]},{ids[-1]} "
-        f"chat -> {out['choices'][0]['message']['content']!r}")
-    llm.close() if hasattr(llm, "close") else None
+    reader = gguf.GGUFReader(str(gguf_path))
+    field = reader.get_field("tokenizer.ggml.token_type")
+    types = [int(field.parts[i][0]) for i in field.data]
+    control = int(gguf.TokenType.CONTROL)
+    if types[IM_START_ID] != control or types[IM_END_ID] != control:
+        raise SystemExit("ChatML tokens %d/%d are not control tokens in the GGUF vocab: %d/%d"
+                         % (IM_START_ID, IM_END_ID, types[IM_START_ID], types[IM_END_ID]))
+    log(f"  ChatML ids {IM_START_ID},{IM_END_ID} are control tokens; n_vocab={len(types)}")
 
 
 def build(hf_dir: Path, out_dir: Path, sdist: Path | None, preset: str = "tiny") -> None:
@@ -215,7 +236,7 @@ def build(hf_dir: Path, out_dir: Path, sdist: Path | None, preset: str = "tiny")
         t1 = time.monotonic()
         gguf_path = tmp / gguf_name
         quantize(bf16, gguf_path)
-        log(f"  llama_model_quantize Q4_K_M: {time.monotonic() - t1:.1f} s")
+        log(f"  llama-quantize Q4_K_M: {time.monotonic() - t1:.1f} s")
 
         types, file_type, has_template = tensor_types(gguf_path, convdir)
         width = max(len(n) for n in types)
@@ -229,7 +250,7 @@ def build(hf_dir: Path, out_dir: Path, sdist: Path | None, preset: str = "tiny")
             raise SystemExit(f"general.file_type is {file_type}, expected {FTYPE_MOSTLY_Q4_K_M} (MOSTLY_Q4_K_M)")
         if not has_template:
             raise SystemExit("GGUF lacks tokenizer.chat_template")
-        smoke_load(gguf_path)
+        check_chatml_tokens(gguf_path, convdir)
 
         shutil.copyfile(hf_dir / "LICENSE", tmp / "LICENSE")
         (tmp / "README.md").write_text(readme.format(gguf=gguf_name, ver=LLAMACPP_VERSION, types=table))

@@ -175,6 +175,10 @@ def old_venv(work: Path) -> Path:
     py = os.environ.get("BENCH_PYTHON") or ("/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3")
     venv = work / "old-venv"
     t0 = time.monotonic()
+    if not list((CACHE / "wheelhouse").glob("llama_cpp_python-*.whl")):
+        # build.sh no longer makes it (the bundle serves with llama-server): compile it once here
+        log("building the llama-cpp-python wheel for the comparison (minutes, cached after)")
+        subprocess.run(["bash", str(ASSETS / "build-llamacpp-wheel.sh")], check=True)
     subprocess.run([py, "-m", "venv", str(venv)], check=True)
     r = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
                         "--find-links", str(CACHE / "wheelhouse"), "--only-binary", "llama-cpp-python",

@@ -237,15 +237,16 @@ def test_second_run_changed_nothing():
 
 def test_package_came_from_the_controller_installed_and_held_nothing_compiled(host):
     debs = host.check_output(f"ls {PACKAGE_DIR}").split()
-    assert debs == ["llm-llama-server_0.3.36-1+debian12.cpu_amd64.deb"]
+    assert debs == ["llm-llama-server_0.3.36-2+debian12.cpu_amd64.deb"]
     pkg = host.package("llm-llama-server")
-    assert pkg.is_installed and pkg.version == "0.3.36-1+debian12.cpu"
+    assert pkg.is_installed and pkg.version == "0.3.36-2+debian12.cpu"
     assert "llm-llama-server" in host.check_output("apt-mark showhold").split()
     info = host.file("/opt/llm/llama.cpp/BUILD-INFO").content_string
     assert "variant: debian12-cpu" in info.splitlines()
     assert "-DGGML_CUDA=on" not in info
     # the binary finds its private libraries (RUNPATH), nothing is missing
     assert "not found" not in host.check_output("ldd /opt/llm/llama.cpp/bin/llama-server")
+    assert host.file("/opt/llm/llama.cpp/bin/llama-quantize").mode == 0o755
     # No compiler or build tool on the host: the package was not built here.
     for tool in ("cmake", "gcc", "cc", "c++", "nvcc"):
         assert host.run(f"command -v {tool}").rc != 0, f"{tool} is installed on the host"

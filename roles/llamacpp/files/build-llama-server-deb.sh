@@ -21,7 +21,7 @@
 # Output: <outdir>/llm-llama-server_<version>_amd64.deb and <outdir>/<same>.deb.sha256
 #
 # Version: <llama-cpp-python version>-<revision>+<variant, '-' replaced by '.'>, e.g.
-#   0.3.36-1+debian12.cpu   0.3.36-1+debian12.cuda12.3.sm60.75.80.86.89.90
+#   0.3.36-2+debian12.cpu   0.3.36-2+debian12.cuda12.3.sm60.75.80.86.89.90
 # The upstream part is the sdist's version (the pin the bundle talks about); a newer sdist
 # sorts above every build of an older one, a higher revision above a lower one. The variant
 # rides in the Debian revision because '-' is not allowed there; it makes every variant's
@@ -30,6 +30,7 @@
 #
 # Layout inside the package (private prefix, nothing in /usr/lib, no ldconfig needed):
 #   /opt/llm/llama.cpp/bin/llama-server        RUNPATH $ORIGIN/../lib
+#   /opt/llm/llama.cpp/bin/llama-quantize      (GGUF quantizer, same libraries; the test assets use it)
 #   /opt/llm/llama.cpp/lib/lib*.so*            exactly the libraries llama-server needs
 #                                              (readelf NEEDED, followed recursively) from
 #                                              the build; RUNPATH $ORIGIN/../lib too
@@ -73,7 +74,8 @@ VARIANT="${LLAMA_SERVER_VARIANT:-}"
 OUTDIR="${LLAMA_SERVER_OUTDIR:-}"
 CMAKE_ARGS_STR="${LLAMA_SERVER_CMAKE_ARGS:-$DEFAULT_CMAKE_ARGS}"
 JOBS="${LLAMA_SERVER_JOBS:-$(nproc)}"
-REVISION="${LLAMA_SERVER_REVISION:-1}"
+# 2: the package also carries llama-quantize (the test assets quantize with it).
+REVISION="${LLAMA_SERVER_REVISION:-2}"
 FORCE="${LLAMA_SERVER_FORCE:-0}"
 
 while [ $# -gt 0 ]; do
@@ -156,24 +158,26 @@ echo "  cmake ${CMAKE_ALL[*]}"
 cmake -S "$SRC" -B "$work/build" "${generator[@]}" "${CMAKE_ALL[@]}" > "$work/configure.log" 2>&1 \
   || { tail -n 40 "$work/configure.log" >&2; die "cmake configure failed"; }
 build_start=$(date +%s)
-echo "llama-server deb: building target llama-server with $JOBS jobs (${generator[1]:-Unix Makefiles})"
-cmake --build "$work/build" --target llama-server --parallel "$JOBS" > "$work/build.log" 2>&1 \
+echo "llama-server deb: building targets llama-server llama-quantize with $JOBS jobs (${generator[1]:-Unix Makefiles})"
+cmake --build "$work/build" --target llama-server llama-quantize --parallel "$JOBS" > "$work/build.log" 2>&1 \
   || { tail -n 60 "$work/build.log" >&2; die "build failed"; }
 build_secs=$(( $(date +%s) - build_start ))
 
 BIN="$work/build/bin"
 [ -x "$BIN/llama-server" ] || die "no $BIN/llama-server after the build"
+[ -x "$BIN/llama-quantize" ] || die "no $BIN/llama-quantize after the build"
 
 # Stage: the binary plus the closure of its NEEDED entries that the build produced
 # (system libraries such as libc, libstdc++, libgomp, libcudart stay Depends).
 root="$work/root"
 mkdir -p "$root$PREFIX/bin" "$root$PREFIX/lib" "$root/DEBIAN" "$root/usr/share/doc/$PKG"
 install -m 0755 "$BIN/llama-server" "$root$PREFIX/bin/llama-server"
+install -m 0755 "$BIN/llama-quantize" "$root$PREFIX/bin/llama-quantize"
 needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*Shared library: \[\(.*\)\]/\1/p'; }
 find_built_lib() {  # SONAME -> path in the build tree, or nothing
   find "$work/build" \( -type f -o -type l \) -name "$1" -print -quit
 }
-queue=("$root$PREFIX/bin/llama-server")
+queue=("$root$PREFIX/bin/llama-server" "$root$PREFIX/bin/llama-quantize")
 declare -A seen=()
 while [ "${#queue[@]}" -gt 0 ]; do
   elf="${queue[0]}"; queue=("${queue[@]:1}")
@@ -190,7 +194,7 @@ while [ "${#queue[@]}" -gt 0 ]; do
 done
 # shared objects: strip debug info (Release has none to speak of, but keep the .deb lean)
 if command -v strip >/dev/null 2>&1; then
-  find "$root$PREFIX" -type f \( -name llama-server -o -name '*.so*' \) -exec strip --strip-unneeded {} +
+  find "$root$PREFIX" -type f \( -name llama-server -o -name llama-quantize -o -name '*.so*' \) -exec strip --strip-unneeded {} +
 fi
 
 # Every ELF must find its private libraries through RUNPATH $ORIGIN/../lib.
@@ -198,7 +202,7 @@ while read -r elf; do
   rp="$(readelf -d "$elf" | sed -n 's/.*(RUNPATH).*Library runpath: \[\(.*\)\]/\1/p')"
   # shellcheck disable=SC2016  # $ORIGIN is literal
   [ "$rp" = '$ORIGIN/../lib' ] || die "$elf has RUNPATH '$rp', want \$ORIGIN/../lib"
-done < <(find "$root$PREFIX" -type f \( -name llama-server -o -name '*.so*' \))
+done < <(find "$root$PREFIX" -type f \( -name llama-server -o -name llama-quantize -o -name '*.so*' \))
 missing="$(LD_LIBRARY_PATH='' ldd "$root$PREFIX/bin/llama-server" | grep 'not found' || true)"
 if [ -n "$missing" ] && [ "$has_cuda" = 0 ]; then
   die "unresolved libraries: $missing"
@@ -210,7 +214,7 @@ depends=""
 if command -v dpkg-shlibdeps >/dev/null 2>&1; then
   mkdir -p "$work/shlib/debian"
   printf 'Source: %s\n\nPackage: %s\nArchitecture: any\n' "$PKG" "$PKG" > "$work/shlib/debian/control"
-  mapfile -t elves < <(find "$root$PREFIX" -type f \( -name llama-server -o -name '*.so*' \))
+  mapfile -t elves < <(find "$root$PREFIX" -type f \( -name llama-server -o -name llama-quantize -o -name '*.so*' \))
   if depends="$(cd "$work/shlib" && dpkg-shlibdeps -O --ignore-missing-info \
         -l"$root$PREFIX/lib" "${elves[@]}" 2> "$work/shlibdeps.log" | sed -n 's/^shlibs:Depends=//p')" \
       && [ -n "$depends" ]; then
