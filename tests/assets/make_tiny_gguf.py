@@ -45,7 +45,7 @@ from make_tiny_model import (  # noqa: E402  (same folder)
     IM_END_ID, IM_START_ID, PRESETS, is_complete, sha256_file, write_manifest,
 )
 
-RECIPE_VERSION = "tiny-qwen2.5-instruct-gguf/2"
+RECIPE_VERSION = "tiny-qwen2.5-instruct-gguf/3"  # 3: quantized with llama-quantize
 LLAMACPP_VERSION = os.environ.get("LLAMACPP_VERSION", "0.3.36")
 GGUF_NAME = "tiny-qwen2.5-instruct-q4_k_m.gguf"
 FTYPE_MOSTLY_Q4_K_M = 15
