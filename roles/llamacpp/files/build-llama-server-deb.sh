@@ -111,6 +111,14 @@ case "$VARIANT" in
   *cuda*) [ "$has_cuda" = 1 ] || die "variant '$VARIANT' names CUDA but --cmake-args lack -DGGML_CUDA=on" ;;
   *) [ "$has_cuda" = 0 ] || die "variant '$VARIANT' does not name CUDA but --cmake-args set -DGGML_CUDA=on (call it e.g. debian12-cuda12.3)" ;;
 esac
+# ggml-cuda links NCCL whenever the builder happens to have it (GGML_CUDA_NCCL defaults to ON), which
+# adds a libnccl2 dependency that GPU hosts without NCCL cannot satisfy. NCCL only speeds up the
+# all-reduce of a tensor-parallel split (ggml has its own fallback); the planner splits llama.cpp over
+# several GPUs by layer. Off unless the cmake args ask for it: the package must not depend on what
+# the builder happens to have (measured on the H200 builder: Depends gained libnccl2).
+if [ "$has_cuda" = 1 ] && [[ "${CMAKE_ARGS_STR^^}" != *GGML_CUDA_NCCL* ]]; then
+  EXTRA_CMAKE_ARGS+=(-DGGML_CUDA_NCCL=OFF)
+fi
 
 for tool in cmake c++ cc dpkg-deb readelf sha256sum tar; do
   command -v "$tool" >/dev/null 2>&1 || die "'$tool' is needed (apt-get install build-essential cmake dpkg-dev binutils)"
