@@ -10,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -240,6 +241,56 @@ def test_browser_chat_request_with_open_webuis_tools_gets_a_reply(host, api_key,
     usage = [c["usage"] for c in chunks if c.get("usage")]
     if usage:
         assert usage[-1]["prompt_tokens"] > 4096  # the tools prompt really is longer than the old context
+
+
+def published_https_port():
+    out = subprocess.run(["podman", "port", HOST, "443/tcp"], capture_output=True, text=True).stdout.split()
+    return out[0].rsplit(":", 1)[1] if out else None
+
+
+def test_chat_typed_in_the_browser_gets_a_reply(host, admin, backend):
+    """What a person does: open the page in a real browser (Debian's chromium, driven by Playwright), sign in,
+    close the release notes, type "hello", press Enter. The reply must show text in the page. Open WebUI sends
+    its tool definitions with a browser chat; with llama-cpp-python this showed an empty reply."""
+    from playwright.sync_api import sync_playwright
+
+    port = published_https_port()
+    assert port, f"{HOST} publishes no HTTPS port (molecule.yml published_ports)"
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is not installed (make host-packages)"
+    email, password = admin
+    served_before = engine_requests(host, backend)
+    with sync_playwright() as pw:
+        # --no-sandbox: CI runs as root. The certificate is the role's self-signed one (checked with curl above).
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900}).new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"https://localhost:{port}/", wait_until="networkidle")
+            assert "/auth" in page.url, page.url  # signed out: the sign-in form, no anonymous access
+            page.fill("#email", email)
+            page.fill("#password", password)
+            page.click("button[type=submit]")
+            page.wait_for_url(lambda url: "/auth" not in url)
+            notes = page.get_by_role("button", name="Okay, Let's Go!")
+            try:
+                notes.click(timeout=15_000)  # "What's new" after the first sign-in of a version
+            except Exception:  # noqa: BLE001 - shown once per user and version; absent later
+                pass
+            page.locator("#chat-input").click()
+            page.keyboard.type("hello")
+            page.keyboard.press("Enter")
+            page.wait_for_url(re.compile(r"/c/[0-9a-f-]+$"))
+            # Done when the reply's action buttons appear (they replace the stop button at the end of the stream).
+            page.locator("button[aria-label=Regenerate]").last.wait_for(timeout=300_000)
+            # The model's words are the markdown; a notice (error) box beside it is not a reply.
+            text = "".join(page.locator(".chat-assistant .markdown-prose").all_inner_texts()).strip()
+            shown = page.locator(".chat-assistant #response-content-container").last.inner_text()
+            page.screenshot(path=str(Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/tmp")) / "browser-chat.png"))
+        finally:
+            browser.close()
+    assert text, f"the browser shows an empty reply; the message shows: {shown[:500]!r}"
+    assert engine_requests(host, backend) > served_before, "the reply did not come from the engine"
 
 
 # --- The OpenAI API for clients through nginx ---------------------------------------------------------------
