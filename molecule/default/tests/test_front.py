@@ -141,10 +141,37 @@ def engine_unit(host, port):
 
 # --- TLS, redirect, headers -------------------------------------------------------------------------------
 
-def test_http_redirects_to_https(host):
+def server_name(host):
+    return re.match(r"https://([^:/]+)", env_value(host, "WEBUI_URL")).group(1)
+
+
+def test_http_redirects_to_https_on_the_configured_name(host):
+    # 127.0.0.1 is one of nginx_server_aliases; the redirect still names the configured server, not the Host sent.
     status, _, headers = curl("/some/page?x=1", base="http://127.0.0.1")
     assert status == 301
-    assert re.search(r"(?im)^location: https://[^/]+/some/page\?x=1\r?$", headers), headers
+    location = re.search(r"(?im)^location: (\S+)\r?$", headers)
+    assert location, headers
+    assert re.fullmatch(rf"https://{re.escape(server_name(host))}(:\d+)?/some/page\?x=1", location.group(1)), headers
+
+
+def test_unknown_host_names_get_no_site(host):
+    # Scanners, DNS rebinding, a stray Host header: HTTP closes the connection (444), HTTPS answers 421.
+    status, text, _ = curl("/", base="http://127.0.0.1", headers={"Host": "evil.example"}, timeout=10)
+    assert status == 0 and "evil" not in text, (status, text[:200])
+    status, text, _ = curl("/", headers={"Host": "evil.example"}, timeout=10)
+    assert status == 421 and "Open WebUI" not in text, (status, text[:200])
+    status, _, _ = curl("/", headers={"Host": server_name(host)}, timeout=10)
+    assert status == 200
+
+
+def test_tls_offers_only_strong_suites(host):
+    # TLS 1.2 without forward secrecy (RSA key exchange, CBC) is refused; Mozilla-intermediate ECDHE-GCM works.
+    weak, _, err = curl("/", options=['tls-max = "1.2"', 'ciphers = "AES128-SHA:AES256-GCM-SHA384"'], timeout=10)
+    assert weak == 0, err[-300:]
+    strong, _, err = curl("/", options=['tls-max = "1.2"', 'ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256"'], timeout=10)
+    assert strong == 200, err[-300:]
+    old_tls, _, err = curl("/", options=['tls-max = "1.1"'], timeout=10)
+    assert old_tls == 0, err[-300:]
 
 
 def test_ui_page_loads_over_verified_tls(host):
@@ -250,22 +277,33 @@ def published_https_port():
 
 def test_chat_typed_in_the_browser_gets_a_reply(host, admin, backend):
     """What a person does: open the page in a real browser (Debian's chromium, driven by Playwright), sign in,
-    close the release notes, type "hello", press Enter. The reply must show text in the page. Open WebUI sends
-    its tool definitions with a browser chat; with llama-cpp-python this showed an empty reply."""
+    close the release notes, type "hello", press Enter. The reply must stream in over Open WebUI's websocket and
+    show text in the page, and a reload must show the chat again. Open WebUI sends its tool definitions with a
+    browser chat; with llama-cpp-python this showed an empty reply. Screenshots: .cache/reports/browser-*.png."""
     from playwright.sync_api import sync_playwright
 
     port = published_https_port()
     assert port, f"{HOST} publishes no HTTPS port (molecule.yml published_ports)"
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is not installed (make host-packages)"
+    shots = REPO / ".cache" / "reports"
+    shots.mkdir(parents=True, exist_ok=True)
     email, password = admin
     served_before = engine_requests(host, backend)
+    sockets = []  # (url, frames received) of every websocket the page opens
     with sync_playwright() as pw:
         # --no-sandbox: CI runs as root. The certificate is the role's self-signed one (checked with curl above).
         browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900}).new_page()
+        page.set_default_timeout(60_000)
+
+        def on_websocket(ws):
+            entry = [ws.url, 0]
+            sockets.append(entry)
+            ws.on("framereceived", lambda _frame: entry.__setitem__(1, entry[1] + 1))
+
+        page.on("websocket", on_websocket)
         try:
-            page = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900}).new_page()
-            page.set_default_timeout(60_000)
             page.goto(f"https://localhost:{port}/", wait_until="networkidle")
             assert "/auth" in page.url, page.url  # signed out: the sign-in form, no anonymous access
             page.fill("#email", email)
@@ -286,10 +324,20 @@ def test_chat_typed_in_the_browser_gets_a_reply(host, admin, backend):
             # The model's words are the markdown; a notice (error) box beside it is not a reply.
             text = "".join(page.locator(".chat-assistant .markdown-prose").all_inner_texts()).strip()
             shown = page.locator(".chat-assistant #response-content-container").last.inner_text()
-            page.screenshot(path=str(Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/tmp")) / "browser-chat.png"))
+            page.screenshot(path=str(shots / "browser-chat.png"))
+            assert text, f"the browser shows an empty reply; the message shows: {shown[:500]!r}"
+            # The chat is stored: after a reload the same reply is on the page.
+            page.reload(wait_until="load")
+            page.locator(".chat-assistant .markdown-prose").last.wait_for()
+            again = "".join(page.locator(".chat-assistant .markdown-prose").all_inner_texts()).strip()
+            assert again[:40] == text[:40], (text[:80], again[:80])
+        except Exception:
+            page.screenshot(path=str(shots / "browser-chat-failed.png"))
+            raise
         finally:
             browser.close()
-    assert text, f"the browser shows an empty reply; the message shows: {shown[:500]!r}"
+    streamed = [(url, n) for url, n in sockets if "/ws/socket.io" in url]
+    assert streamed and max(n for _, n in streamed) > 2, f"no websocket traffic from Open WebUI: {sockets}"
     assert engine_requests(host, backend) > served_before, "the reply did not come from the engine"
 
 
@@ -413,3 +461,14 @@ def test_chat_survives_rerun_and_restart_of_every_service(host, admin, backend, 
     status, body = signin(admin)
     assert status == 200, body
     assert PERSISTENCE_TITLE in _chat_titles(body["token"]), "chat is gone after restarting every service"
+
+
+# --- Last: exhausts this address's sign-in budget ---------------------------------------------------------------
+
+def test_sign_in_is_rate_limited(host, admin):
+    # Password guessing: past nginx_signin_burst quick attempts nginx answers 429 before Open WebUI is asked.
+    codes = [curl("/api/v1/auths/signin", "POST", body={"email": admin[0], "password": "guess-" + secrets.token_hex(4)},
+                  timeout=30)[0] for _ in range(25)]
+    assert 429 in codes, codes
+    assert codes[0] in (400, 401, 403), codes  # the first attempts reach Open WebUI and are refused there
+    assert "429" not in str(curl("/health")[0])  # other paths are not limited by it
