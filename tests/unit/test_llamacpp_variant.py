@@ -21,7 +21,7 @@ DEFAULTS = {k: trust_as_template(v) if isinstance(v, str) else v  # role default
 
 def _render(card):
     facts = llm_gpu.gather(fixture_runner(card), "/usr/bin/nvidia-smi", str(SYSFS / "empty"))
-    variables = dict(DEFAULTS, llm_plan=plan(facts, {}).to_dict(), cuda_toolkit_selected="12.3",
+    variables = dict(DEFAULTS, llm_plan=plan(facts, {}).to_dict(), llm_cuda_version="12.3",
                      ansible_facts={"distribution": "Debian",
                                     "distribution_major_version": "12"})
     templar = Templar(loader=DataLoader(), variables=variables)

@@ -34,8 +34,8 @@ def test_plan_dict_has_exactly_the_keys_other_roles_consume():
         "vllm_package", "vllm_index_url", "vllm_torch_index_url", "needs_cuda_toolkit",
         "n_gpu_layers", "model_repo", "gpu_name", "gpu_count", "vram_mib", "driver_version",
         "model_revision", "data_parallel_size", "gpu_indices", "cuda_visible_devices",
-        "cuda_architectures", "gpu_memory_used_mib", "provisional", "flash_attn", "gpu_layout",
-        "reasons"}
+        "cuda_architectures", "gpu_memory_used_mib", "provisional", "flash_attn", "kv_cache_gib",
+        "gpu_layout", "reasons"}
 
 
 # --- per card ---------------------------------------------------------------
@@ -494,6 +494,24 @@ def test_cpu_mode_llamacpp_uses_gguf_without_cuda_toolkit():
 def test_cpu_mode_kv_cache_size_comes_from_cpu_kv_cache_gib():
     p = plan(facts("no-devices"), {"mode": "cpu", "cpu_kv_cache_gib": 2}).to_dict()
     assert p["kv_cache_tokens"] == 37_449
+
+
+@pytest.mark.parametrize("gib,tokens,kv_cache_gib", [
+    (1, 18_724, 1),      # 18,724 x 57,344 B = 1,073,709,056 B -> 1 GiB
+    (2, 37_449, 2),      # 2,147,475,456 B -> 2 GiB
+    (1.5, 28_086, 2),    # 1,610,563,584 B (1.4999 GiB) -> rounded up to 2
+    (0.25, 4_681, 1),    # 268,427,264 B (0.25 GiB) -> at least 1
+])
+def test_cpu_vllm_plan_carries_its_kv_cache_in_whole_gib(gib, tokens, kv_cache_gib):
+    # vLLM's CPU backend takes VLLM_CPU_KVCACHE_SPACE in GiB: the plan says how many, so the role
+    # never converts tokens back with the model's bytes per token.
+    p = plan(facts("no-devices"), {"mode": "cpu", "cpu_kv_cache_gib": gib}).to_dict()
+    assert (p["kv_cache_tokens"], p["kv_cache_gib"]) == (tokens, kv_cache_gib)
+
+
+def test_kv_cache_gib_is_zero_outside_vllm_cpu_plans():
+    assert plan_for("h200")["kv_cache_gib"] == 0
+    assert plan(facts("no-devices"), {"mode": "cpu", "engine": "llamacpp"}).to_dict()["kv_cache_gib"] == 0
 
 
 def test_cpu_mode_refuses_a_context_larger_than_its_kv_cache():
