@@ -49,3 +49,19 @@ def test_role_variables_carry_the_role_prefix(role):
     defaults_file = role / "defaults" / "main.yml"
     defaults = (yaml.safe_load(defaults_file.read_text()) or {}) if defaults_file.exists() else {}
     assert [k for k in defaults if not k.startswith(role.name + "_")] == []
+
+
+#: The headings every role README has, in this order (more sections may sit between them).
+README_SKELETON = ["## What it does", "## Requirements", "## Variables", "## Example",
+                   "## Tested in CI vs on paper"]
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_role_readme_follows_the_skeleton(role):
+    headings, in_code = [], False
+    for line in (role / "README.md").read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and line.startswith("## "):
+            headings.append(line)
+    assert [h for h in headings if h in README_SKELETON] == README_SKELETON, headings
