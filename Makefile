@@ -13,12 +13,13 @@ export PATH := $(VENV)/bin:$(PATH)
 SCENARIOS ?= default vllm llamacpp driver trixie
 STAMP = bash tests/stage.sh
 
-.PHONY: help setup host-packages venv image ssh-key assets lint unit molecule test demo demo-destroy
+.PHONY: help setup host-packages venv image ssh-key assets lint unit docs molecule test demo demo-destroy
 
 help:
 	@echo "make demo     deploy the stack onto a local systemd test host and print how to reach it"
 	@echo "make test     lint + unit tests + molecule scenarios ($(SCENARIOS))"
 	@echo "make demo-destroy   remove the demo test host"
+	@echo "make docs     regenerate the README variable tables from the argument specs"
 
 host-packages:
 	@$(STAMP) host-packages bash tests/testhost/install-host-packages.sh
@@ -46,6 +47,9 @@ lint: venv
 
 unit: venv
 	@$(STAMP) unit pytest -q tests/unit
+
+docs: venv
+	@bash tests/docs/regenerate.sh
 
 molecule: setup
 	@for s in $(SCENARIOS); do $(STAMP) "molecule $$s" molecule test -s $$s || exit 1; done

@@ -186,3 +186,19 @@ def test_role_reads_no_other_roles_private_or_unpublished_variables(role):
                 if found:
                     bad[str(path.relative_to(REPO))] = sorted(found)
     assert bad == {}, "reads other roles' private or unpublished variables"
+
+
+#: The headings every role README has, in this order (more sections may sit between them).
+README_SKELETON = ["## What it does", "## Requirements", "## Variables", "## Example",
+                   "## Tested in CI vs on paper"]
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_role_readme_follows_the_skeleton(role):
+    headings, in_code = [], False
+    for line in (role / "README.md").read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and line.startswith("## "):
+            headings.append(line)
+    assert [h for h in headings if h in README_SKELETON] == README_SKELETON, headings
