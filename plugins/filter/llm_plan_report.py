@@ -146,7 +146,7 @@ def report_markdown(hostvars, hosts):
     for _host, row, _plan in entries:
         cells = list(row) + [""] * (len(_table.COLUMNS) - len(row))
         out.append("| " + " | ".join(_md(c) for c in cells) + " |")
-    heads = ["GPU", "name", "total", "role"] + [label.split(" (")[0] for _k, label, _c in PARTS]
+    heads = ["GPU", "name", "total", "role"] + [label.split(" (", maxsplit=1)[0] for _k, label, _c in PARTS]
     for host, row, plan in entries:
         out += ["", "## " + _md(host), ""]
         if plan is None:

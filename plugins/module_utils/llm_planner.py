@@ -613,7 +613,8 @@ def _plan_vllm(host: Host, c: Choices, quant: str, reasons: List[str]) -> Plan:
         fit = fit_for(tp)
         if fit.kv_tokens >= needed:
             break
-    assert fit is not None
+    if fit is None:
+        raise AssertionError("no tensor parallel candidates")
     label = quant if quant != "gguf_q4_k_m" else "GGUF"
     if fit.kv_tokens < CONTEXT_LADDER[-1]:
         alternatives: List[Dict[str, Any]] = [
@@ -858,10 +859,11 @@ def _plan_gpu(facts: Dict[str, Any], c: Choices) -> Plan:
         for g in group:
             could[int(g["index"])] = text
     if not plans:
-        assert first_error is not None
+        if first_error is None:
+            raise AssertionError("no plan and no error")
         raise first_error
     best = max(plans, key=lambda p: (QUALITY[p.quantization], p.data_parallel_size,
-                                      p.kv_cache_tokens * p.data_parallel_size))
+                                     p.kv_cache_tokens * p.data_parallel_size))
     used = set(best.gpu_indices)
     layout = {row["index"]: row for row in best.gpu_layout}
     rows = []

@@ -48,7 +48,7 @@ options:
         8 GB) are the usual reason to declare one.
     type: dict
     default: {}
-author: LLM bundle team
+author: LLM bundle team (!UNKNOWN)
 """
 
 EXAMPLES = r"""

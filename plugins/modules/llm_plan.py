@@ -66,7 +66,7 @@ options:
         yet), e.g. a bare host that the nvidia_driver role will fix later in site.yml.
         The plan then assumes this driver branch and the GPU's PCI id table entry.
     type: raw
-author: LLM bundle team
+author: LLM bundle team (!UNKNOWN)
 """
 
 EXAMPLES = r"""
