@@ -13,11 +13,11 @@ export PATH := $(VENV)/bin:$(PATH)
 SCENARIOS ?= default vllm llamacpp driver trixie
 STAMP = bash tests/stage.sh
 
-.PHONY: help setup host-packages venv image ssh-key assets lint unit collection molecule test demo demo-destroy
+.PHONY: help setup host-packages venv image ssh-key assets lint unit collection sanity molecule test demo demo-destroy
 
 help:
 	@echo "make demo     deploy the stack onto a local systemd test host and print how to reach it"
-	@echo "make test     lint + unit tests + collection build/use + molecule scenarios ($(SCENARIOS))"
+	@echo "make test     lint + unit tests + collection build/use + ansible-test sanity + molecule scenarios ($(SCENARIOS))"
 	@echo "make demo-destroy   remove the demo test host"
 
 host-packages:
@@ -50,10 +50,13 @@ unit: venv
 collection: venv
 	@$(STAMP) collection bash tests/collection/run.sh
 
+sanity: collection
+	@$(STAMP) sanity bash tests/collection/sanity.sh
+
 molecule: setup
 	@for s in $(SCENARIOS); do $(STAMP) "molecule $$s" molecule test -s $$s || exit 1; done
 
-test: setup lint unit collection molecule
+test: setup lint unit collection sanity molecule
 	@echo "make test: all stages passed"
 
 demo: setup
