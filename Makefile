@@ -43,6 +43,7 @@ setup: host-packages venv image ssh-key assets
 lint: venv
 	@$(STAMP) yamllint yamllint --strict .
 	@$(STAMP) ansible-lint ansible-lint --profile production
+	@$(STAMP) ruff ruff check .
 
 unit: venv
 	@$(STAMP) unit pytest -q tests/unit

@@ -24,10 +24,26 @@ from typing import Any, Dict, List, Optional, Tuple
 # Relative: resolves to ansible.module_utils.llm_sizing in the clone (ansible.cfg's module_utils
 # path) and to the collection's own module_utils when installed as llmstack.serving.
 from .llm_sizing import (  # noqa: F401  (re-exported for callers)
-    CATALOG, CUDA_CONTEXT_BYTES, CUDA_GRAPHS_BYTES, CUDA_RESERVED_MIB, GIB, HEADROOM_BYTES,
-    LLAMACPP_HEADROOM_BYTES, LLAMACPP_UBATCH, MIB, NON_TORCH_BYTES, QWEN25_7B,
-    auto_utilization, cuda_total_bytes, gib, kv_bytes_per_token, llamacpp_fit,
-    llamacpp_kv_bytes_per_token, llamacpp_max_pool, max_start_utilization, vllm_fit,
+    CATALOG,
+    CUDA_CONTEXT_BYTES,
+    CUDA_GRAPHS_BYTES,
+    CUDA_RESERVED_MIB,
+    GIB,
+    HEADROOM_BYTES,
+    LLAMACPP_HEADROOM_BYTES,
+    LLAMACPP_UBATCH,
+    MIB,
+    NON_TORCH_BYTES,
+    QWEN25_7B,
+    auto_utilization,
+    cuda_total_bytes,
+    gib,
+    kv_bytes_per_token,
+    llamacpp_fit,
+    llamacpp_kv_bytes_per_token,
+    llamacpp_max_pool,
+    max_start_utilization,
+    vllm_fit,
 )
 
 BUNDLE_MIN_DRIVER = 535

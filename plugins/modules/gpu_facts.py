@@ -78,6 +78,7 @@ ansible_facts:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+
 # Run from the clone, ansible.cfg's module_utils path provides ansible.module_utils.llm_gpu;
 # from the installed collection llmstack.serving, its own module_utils do. The clone's copy
 # is tried first: an installed (older) collection never shadows the code run from git.
@@ -85,7 +86,10 @@ try:
     from ansible.module_utils.llm_gpu import PciIdsError, gather, parse_pci_ids, pynvml_facts
 except ImportError:
     from ansible_collections.llmstack.serving.plugins.module_utils.llm_gpu import (
-        PciIdsError, gather, parse_pci_ids, pynvml_facts,
+        PciIdsError,
+        gather,
+        parse_pci_ids,
+        pynvml_facts,
     )
 
 

@@ -88,6 +88,7 @@ summary:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+
 # Run from the clone, ansible.cfg's module_utils path provides ansible.module_utils.llm_planner;
 # from the installed collection llmstack.serving, its own module_utils do. The clone's copy
 # is tried first: an installed (older) collection never shadows the code run from git.
@@ -95,7 +96,9 @@ try:
     from ansible.module_utils.llm_planner import PlanError, plan, summary
 except ImportError:
     from ansible_collections.llmstack.serving.plugins.module_utils.llm_planner import (
-        PlanError, plan, summary,
+        PlanError,
+        plan,
+        summary,
     )
 
 CHOICE_KEYS = ("mode", "quantization", "engine", "max_model_len", "gpu_memory_utilization",
