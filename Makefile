@@ -13,11 +13,11 @@ export PATH := $(VENV)/bin:$(PATH)
 SCENARIOS ?= default vllm llamacpp driver trixie
 STAMP = bash tests/stage.sh
 
-.PHONY: help setup host-packages venv image ssh-key assets lint unit docs molecule test demo demo-destroy
+.PHONY: help setup host-packages venv image ssh-key assets lint unit docs collection sanity molecule test demo demo-destroy
 
 help:
 	@echo "make demo     deploy the stack onto a local systemd test host and print how to reach it"
-	@echo "make test     lint + unit tests + molecule scenarios ($(SCENARIOS))"
+	@echo "make test     lint + unit tests + collection build/use + ansible-test sanity + molecule scenarios ($(SCENARIOS))"
 	@echo "make demo-destroy   remove the demo test host"
 	@echo "make docs     regenerate the README variable tables from the argument specs"
 
@@ -44,6 +44,7 @@ setup: host-packages venv image ssh-key assets
 lint: venv
 	@$(STAMP) yamllint yamllint --strict .
 	@$(STAMP) ansible-lint ansible-lint --profile production
+	@$(STAMP) ruff ruff check .
 
 unit: venv
 	@$(STAMP) unit pytest -q tests/unit
@@ -51,10 +52,16 @@ unit: venv
 docs: venv
 	@bash tests/docs/regenerate.sh
 
+collection: venv
+	@$(STAMP) collection bash tests/collection/run.sh
+
+sanity: collection
+	@$(STAMP) sanity bash tests/collection/sanity.sh
+
 molecule: setup
 	@for s in $(SCENARIOS); do $(STAMP) "molecule $$s" molecule test -s $$s || exit 1; done
 
-test: setup lint unit molecule
+test: setup lint unit collection sanity molecule
 	@echo "make test: all stages passed"
 
 demo: setup

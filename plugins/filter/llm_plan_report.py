@@ -146,7 +146,8 @@ def report_markdown(hostvars, hosts):
     for _host, row, _plan in entries:
         cells = list(row) + [""] * (len(_table.COLUMNS) - len(row))
         out.append("| " + " | ".join(_md(c) for c in cells) + " |")
-    heads = ["GPU", "name", "total", "role"] + [label.split(" (")[0] for _k, label, _c in PARTS]
+    heads = ["GPU", "name", "total", "role"] + [label.split(" (", maxsplit=1)[0]
+                                                for _k, label, _c in PARTS]
     for host, row, plan in entries:
         out += ["", "## " + _md(host), ""]
         if plan is None:
@@ -225,7 +226,7 @@ def _e(text):
 def _html_bar(gpu):
     segments = []
     for key, num_bytes, percent in bar_percentages(gpu):
-        label = dict((k, l) for k, l, _c in PARTS)[key]
+        label = dict((k, text) for k, text, _c in PARTS)[key]
         text = "%.1f" % (num_bytes / GIB) if percent >= 7 else ""
         segments.append('<div class="%s" style="width: %.2f%%" title="%s">%s</div>'
                         % (key, percent, _e("%s: %s" % (label, _gib(num_bytes, 2))), _e(text)))

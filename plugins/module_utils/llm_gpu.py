@@ -248,7 +248,7 @@ def _declared_memory(key: str, value: Any) -> int:
         memory = int(str(value).strip())
     except ValueError:
         raise _pci_ids_error("entry %s: memory_mib is %r, expected an integer (MiB)"
-                             % (key, value))
+                             % (key, value)) from None
     if memory <= 0:
         raise _pci_ids_error("entry %s: memory_mib is %d, expected MiB > 0" % (key, memory))
     return memory
@@ -344,7 +344,7 @@ def _int_field(value: Optional[str], field: str, line_no: int) -> Optional[int]:
         return int(value.split()[0])  # tolerate "24564 MiB" when units were not stripped
     except (ValueError, IndexError):
         raise GpuParseError("nvidia-smi line %d: %s is %r, expected an integer"
-                            % (line_no, field, value))
+                            % (line_no, field, value)) from None
 
 
 def parse_query_csv(text: str, fields: Sequence[str] = QUERY_FIELDS) -> List[Dict]:
@@ -439,7 +439,7 @@ def scan_pci(sysfs_root: str = "/sys",
     except OSError:
         return found
     for entry in entries:
-        def read(name: str) -> str:
+        def read(name: str, entry: str = entry) -> str:
             try:
                 with open(os.path.join(base, entry, name)) as fh:
                     return fh.read().strip().lower()

@@ -21,11 +21,29 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from ansible.module_utils.llm_sizing import (  # noqa: F401  (re-exported for callers)
-    CATALOG, CUDA_CONTEXT_BYTES, CUDA_GRAPHS_BYTES, CUDA_RESERVED_MIB, GIB, HEADROOM_BYTES,
-    LLAMACPP_HEADROOM_BYTES, LLAMACPP_UBATCH, MIB, NON_TORCH_BYTES, QWEN25_7B,
-    auto_utilization, cuda_total_bytes, gib, kv_bytes_per_token, llamacpp_fit,
-    llamacpp_kv_bytes_per_token, llamacpp_max_pool, max_start_utilization, vllm_fit,
+# Relative: resolves to ansible.module_utils.llm_sizing in the clone (ansible.cfg's module_utils
+# path) and to the collection's own module_utils when installed as llmstack.serving.
+from .llm_sizing import (  # noqa: F401  (re-exported for callers)
+    CATALOG,
+    CUDA_CONTEXT_BYTES,
+    CUDA_GRAPHS_BYTES,
+    CUDA_RESERVED_MIB,
+    GIB,
+    HEADROOM_BYTES,
+    LLAMACPP_HEADROOM_BYTES,
+    LLAMACPP_UBATCH,
+    MIB,
+    NON_TORCH_BYTES,
+    QWEN25_7B,
+    auto_utilization,
+    cuda_total_bytes,
+    gib,
+    kv_bytes_per_token,
+    llamacpp_fit,
+    llamacpp_kv_bytes_per_token,
+    llamacpp_max_pool,
+    max_start_utilization,
+    vllm_fit,
 )
 
 BUNDLE_MIN_DRIVER = 535
@@ -615,7 +633,8 @@ def _plan_vllm(host: Host, c: Choices, quant: str, reasons: List[str]) -> Plan:
         fit = fit_for(tp)
         if fit.kv_tokens >= needed:
             break
-    assert fit is not None
+    if fit is None:
+        raise AssertionError("no tensor parallel candidates")
     label = quant if quant != "gguf_q4_k_m" else "GGUF"
     if fit.kv_tokens < CONTEXT_LADDER[-1]:
         alternatives: List[Dict[str, Any]] = [
@@ -860,10 +879,11 @@ def _plan_gpu(facts: Dict[str, Any], c: Choices) -> Plan:
         for g in group:
             could[int(g["index"])] = text
     if not plans:
-        assert first_error is not None
+        if first_error is None:
+            raise AssertionError("no plan and no error")
         raise first_error
     best = max(plans, key=lambda p: (QUALITY[p.quantization], p.data_parallel_size,
-                                      p.kv_cache_tokens * p.data_parallel_size))
+                                     p.kv_cache_tokens * p.data_parallel_size))
     used = set(best.gpu_indices)
     layout = {row["index"]: row for row in best.gpu_layout}
     rows = []

@@ -406,7 +406,7 @@ def llamacpp_max_pool(total_mib: int, utilization: float, n_gpus: int = 1,
                  + llamacpp_compute_bytes(1) - llamacpp_compute_bytes(0))
     tokens = int(free // per_token)
     while tokens > 0 and not llamacpp_fit(total_mib, utilization, tokens, weights_bytes,
-                                           n_gpus, kv_type).fits:
+                                          n_gpus, kv_type).fits:
         tokens -= 1  # ceil() rounding of the per-GPU KV share
     return int(tokens // granularity * granularity)
 

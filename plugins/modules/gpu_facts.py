@@ -48,7 +48,7 @@ options:
         8 GB) are the usual reason to declare one.
     type: dict
     default: {}
-author: LLM bundle team
+author: LLM bundle team (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -78,7 +78,19 @@ ansible_facts:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.llm_gpu import PciIdsError, gather, parse_pci_ids, pynvml_facts
+
+# Run from the clone, ansible.cfg's module_utils path provides ansible.module_utils.llm_gpu;
+# from the installed collection llmstack.serving, its own module_utils do. The clone's copy
+# is tried first: an installed (older) collection never shadows the code run from git.
+try:
+    from ansible.module_utils.llm_gpu import PciIdsError, gather, parse_pci_ids, pynvml_facts
+except ImportError:
+    from ansible_collections.llmstack.serving.plugins.module_utils.llm_gpu import (
+        PciIdsError,
+        gather,
+        parse_pci_ids,
+        pynvml_facts,
+    )
 
 
 def find_nvidia_smi(module, path):

@@ -66,7 +66,7 @@ options:
         yet), e.g. a bare host that the nvidia_driver role will fix later in site.yml.
         The plan then assumes this driver branch and the GPU's PCI id table entry.
     type: raw
-author: LLM bundle team
+author: LLM bundle team (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -88,7 +88,18 @@ summary:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.llm_planner import PlanError, plan, summary
+
+# Run from the clone, ansible.cfg's module_utils path provides ansible.module_utils.llm_planner;
+# from the installed collection llmstack.serving, its own module_utils do. The clone's copy
+# is tried first: an installed (older) collection never shadows the code run from git.
+try:
+    from ansible.module_utils.llm_planner import PlanError, plan, summary
+except ImportError:
+    from ansible_collections.llmstack.serving.plugins.module_utils.llm_planner import (
+        PlanError,
+        plan,
+        summary,
+    )
 
 CHOICE_KEYS = ("mode", "quantization", "engine", "max_model_len", "gpu_memory_utilization",
                "kv_cache_dtype", "tensor_parallel_size", "max_num_seqs", "vllm_version",

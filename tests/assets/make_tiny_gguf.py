@@ -42,7 +42,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_tiny_model import (  # noqa: E402  (same folder)
-    IM_END_ID, IM_START_ID, PRESETS, is_complete, sha256_file, write_manifest,
+    IM_END_ID,
+    IM_START_ID,
+    PRESETS,
+    is_complete,
+    sha256_file,
+    write_manifest,
 )
 
 RECIPE_VERSION = "tiny-qwen2.5-instruct-gguf/3"  # 3: quantized with llama-quantize

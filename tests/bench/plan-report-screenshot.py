@@ -20,9 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "unit"))
 
-from conftest import planned_hostvars  # noqa: E402  (also puts plugins/* on the path)
-
 import llm_plan_report  # noqa: E402
+from conftest import planned_hostvars  # noqa: E402  (also puts plugins/* on the path)
 
 #: An example fleet: (host, fixtures/nvidia-smi card, plan choices).
 FLEET = [

@@ -25,6 +25,7 @@ serve: for each plan (planner on the recorded RTX 3060 / RTX 4090 nvidia-smi fix
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import re
@@ -35,7 +36,6 @@ import sys
 import tarfile
 import threading
 import time
-import http.client
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,8 +78,8 @@ def build(args) -> None:
 
 def model(args) -> None:
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
     from llm_sizing import QWEN25_7B as A
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     work = Path(args.work)
     hf = work / "qwen2.5-7b-random"
@@ -109,7 +109,6 @@ def model(args) -> None:
         log("MODEL saved %.0f s" % (time.time() - t0))
     src = src_dir(work)
     bf16 = work / "qwen2.5-7b-random-bf16.gguf"
-    q4 = work / "qwen2.5-7b-random-q4_k_m.gguf"
     t1 = time.time()
     if not bf16.exists():
         # The tests' tiny tokenizer uses Qwen2's pre-tokenizer regex but not Qwen's vocabulary, so
@@ -146,9 +145,10 @@ def quantize(work: Path) -> None:
 def plans(args) -> None:
     """Here, not on the device: the plans of the recorded cards, engine llamacpp -> .dev/plans.json."""
     sys.path.insert(0, str(REPO / "tests" / "unit"))
-    from conftest import SYSFS, fixture_runner  # noqa: E402  (wires ansible.module_utils)
     from ansible.module_utils import llm_gpu
     from ansible.module_utils.llm_planner import plan
+
+    from conftest import SYSFS, fixture_runner  # noqa: E402  (wires ansible.module_utils)
 
     result = {}
     for card in args.cards.split(","):

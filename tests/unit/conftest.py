@@ -1,7 +1,6 @@
 """Unit-test helpers: make ansible.module_utils.llm_* importable, fixtures, fake nvidia-smi."""
 
 import json
-import os
 import stat
 import sys
 from pathlib import Path

@@ -5,11 +5,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
-
 from ansible.module_utils import llm_gpu
 from ansible.module_utils.llm_planner import plan
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
 
 from conftest import SYSFS, fixture_runner
 

@@ -4,7 +4,6 @@ import os
 import re
 
 import pytest
-
 from ansible.module_utils import llm_gpu
 
 import gpu_facts as gpu_facts_module

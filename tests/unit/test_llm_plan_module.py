@@ -1,7 +1,6 @@
 """The llm_plan module wrapper and the llm_plan_table filter."""
 
 import pytest
-
 from ansible.module_utils import llm_gpu
 
 import llm_plan as llm_plan_module

@@ -1,7 +1,6 @@
 """Plans pinned per card, refusals with numbers, and a named option in every bad-input message."""
 
 import pytest
-
 from ansible.module_utils import llm_gpu, llm_planner
 from ansible.module_utils.llm_planner import PLAN_KEYS, PlanError, plan
 

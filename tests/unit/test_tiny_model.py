@@ -152,8 +152,9 @@ print(json.dumps({"ids": enc.ids, "decoded": tok.decode(enc.ids, skip_special_to
 @needs_hf
 def test_tokenizer_roundtrip_chatml():
     try:
-        import tokenizers  # noqa: F401
         import sys
+
+        import tokenizers  # noqa: F401
         py = sys.executable
     except ImportError:
         if not ASSETS_PY.is_file():

@@ -8,8 +8,6 @@ import os
 import re
 import time
 
-import pytest
-
 testinfra_hosts = ["podman://llm-vllm"]
 
 MODEL = "tiny-qwen2.5-instruct"
