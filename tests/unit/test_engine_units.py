@@ -1,5 +1,9 @@
 """The engine units give CUDA every NVIDIA device under both driver namings, and stop start loops.
 
+Both units take their sandbox block from roles/engine_service/templates/sandbox.j2 (through the
+template lookup, as Ansible renders them), and both roles load nvidia-uvm, gate on readiness and
+register their backend through roles/engine_service's entry points.
+
 systemd resolves `DeviceAllow=char-<glob>` by matching the glob with fnmatch(3) against the names
 in /proc/devices (src/core/bpf-devices.c, bpf_devices_allow_list_major). The tests replay that
 against two records: the H200 with driver 580 open modules (`nvidia`, `nvidiactl`, ...) and the
@@ -59,18 +63,28 @@ ENGINES = {
 }
 
 
+SANDBOX = REPO / "roles" / "engine_service" / "templates" / "sandbox.j2"
+
+
 def render(template_text: str, variables: dict) -> str:
-    """Render like the template module: trim_blocks, ansible's `bool`, undefined names fail."""
+    """Render like the template module: trim_blocks, ansible's `bool`, undefined names fail, and
+    `lookup('ansible.builtin.template', path, template_vars=...)` renders that file the same way."""
     env = jinja2.Environment(trim_blocks=True, undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)
     env.filters["bool"] = lambda v: boolean(v, strict=False)
-    return env.from_string(template_text).render(**variables)
+
+    def lookup(plugin, path, template_vars=None):
+        assert plugin == "ansible.builtin.template", plugin
+        return render(Path(path).read_text(), {**variables, **(template_vars or {})})
+
+    return env.from_string(template_text).render(**{"lookup": lookup, **variables})
 
 
 def render_engine(engine: str, gpu: bool, template_text: str | None = None) -> str:
     path, variables, gpu_var = ENGINES[engine]
     text = template_text if template_text is not None else (REPO / path).read_text()
-    return render(text, {**COMMON, **variables, gpu_var: gpu})
+    role_path = str(REPO / "roles" / engine)
+    return render(text, {**COMMON, **variables, gpu_var: gpu, "role_path": role_path})
 
 
 def parse_unit(text: str) -> dict[str, list[tuple[str, str]]]:
@@ -200,35 +214,109 @@ def test_role_defaults_carry_the_start_limits_the_test_renders():
             assert defaults[key] == variables[key]
 
 
+def _tasks(*parts: str) -> list:
+    return yaml.safe_load((REPO.joinpath("roles", *parts)).read_text())
+
+
+def _includes(tasks: list, entry_point: str) -> list:
+    return [t for t in tasks if t.get("ansible.builtin.include_role", {}).get("name") == "engine_service"
+            and t["ansible.builtin.include_role"].get("tasks_from") == entry_point]
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_gpu_mode_loads_nvidia_uvm_before_the_unit_starts(engine):
     """The module must be loaded by root before the start (the unit cannot, and systemd resolves
-    char-nvidia* only at start): a modules-load.d file plus a modprobe now, both in GPU mode only,
-    and ahead of the unit template task."""
-    tasks = yaml.safe_load((REPO / "roles" / engine / "tasks" / "configure.yml").read_text())
-    names = [t.get("name", "") for t in tasks]
-    uvm = next(t for t in tasks if "block" in t and "nvidia-uvm" in t["name"])
+    char-nvidia* only at start): the role includes engine_service's gpu_devices in GPU mode only,
+    ahead of the unit template task."""
+    tasks = _tasks(engine, "tasks", "configure.yml")
+    (uvm,) = _includes(tasks, "gpu_devices")
     assert uvm["when"].startswith(f"_{engine}_gpu | bool")  # vllm: "and vllm_nvidia_uvm_load"
     unit_task = next(i for i, t in enumerate(tasks) if "ansible.builtin.template" in t
                      and t["ansible.builtin.template"]["dest"].endswith(".service"))
-    assert names.index(uvm["name"]) < unit_task
-    copy = next(t["ansible.builtin.copy"] for t in uvm["block"] if "ansible.builtin.copy" in t)
+    assert tasks.index(uvm) < unit_task
+
+
+def test_shared_gpu_devices_writes_modules_load_and_modprobes():
+    tasks = _tasks("engine_service", "tasks", "gpu_devices.yml")
+    copy = next(t["ansible.builtin.copy"] for t in tasks if "ansible.builtin.copy" in t)
     assert copy["dest"] == "/etc/modules-load.d/nvidia-uvm.conf"
     active = [ln.strip() for ln in copy["content"].splitlines() if not ln.startswith("#")]
     assert active == ["nvidia-uvm"]
-    modprobe = next(t["community.general.modprobe"] for t in uvm["block"]
-                    if "community.general.modprobe" in t)
+    modprobe = next(t["community.general.modprobe"] for t in tasks if "community.general.modprobe" in t)
     assert modprobe == {"name": "nvidia-uvm", "state": "present"}
+    names = [t["name"] for t in tasks]
+    assert names.index("Load nvidia-uvm now") < names.index("Check /dev/nvidia-uvm exists")
 
 
-def test_modules_load_file_is_identical_in_both_engine_roles():
-    contents = []
-    for engine in ENGINES:
-        tasks = yaml.safe_load((REPO / "roles" / engine / "tasks" / "configure.yml").read_text())
-        uvm = next(t for t in tasks if "block" in t and "nvidia-uvm" in t["name"])
-        contents.append(next(t["ansible.builtin.copy"] for t in uvm["block"]
-                             if "ansible.builtin.copy" in t))
-    assert contents[0] == contents[1], "both roles write the same file: they must agree"
+@pytest.mark.parametrize("engine", ENGINES)
+def test_engine_roles_keep_no_copy_of_the_shared_blocks(engine):
+    """One implementation: no engine role writes the modules-load file, polls /health, reads the
+    journal, sets llm_backends or spells out the sandbox itself."""
+    role = REPO / "roles" / engine
+    tasks_text = "".join(p.read_text() for p in sorted((role / "tasks").glob("*.yml")))
+    for needle in ("modules-load.d", "community.general.modprobe", "/health", "journalctl", "llm_backends:"):
+        assert needle not in tasks_text, needle
+    unit_text = (REPO / ENGINES[engine][0]).read_text()
+    assert "role_path ~ '/../engine_service/templates/sandbox.j2'" in unit_text
+    for directive in ("NoNewPrivileges", "ProtectSystem", "DevicePolicy", "PrivateDevices", "UMask"):
+        assert directive not in unit_text, directive
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_service_gates_then_registers_through_engine_service(engine):
+    tasks = _tasks(engine, "tasks", "service.yml")
+    (ready,) = _includes(tasks, "ready")
+    (register,) = _includes(tasks, "register")
+    assert tasks.index(ready) < tasks.index(register)
+    assert ready["vars"]["engine_service_unit"] == engine
+    assert ready["vars"]["engine_service_base_url"] == register["vars"]["engine_service_base_url"]
+    assert ready["vars"]["engine_service_model"] == register["vars"]["engine_service_model"]
+
+
+#: The sandbox lines (comments dropped) of each unit, as the templates rendered them before the
+#: block moved to roles/engine_service/templates/sandbox.j2: the move changed none of them.
+SANDBOX_COMMON = [
+    ("NoNewPrivileges", "yes"), ("CapabilityBoundingSet", ""), ("ProtectSystem", "strict"),
+    ("ReadWritePaths", "{state}"), ("ProtectHome", "yes"), ("PrivateTmp", "yes"),
+    ("ProtectKernelTunables", "yes"), ("ProtectKernelModules", "yes"), ("ProtectKernelLogs", "yes"),
+    ("ProtectControlGroups", "yes"), ("ProtectClock", "yes"), ("ProtectHostname", "yes"),
+    ("RestrictSUIDSGID", "yes"), ("RestrictRealtime", "yes"), ("RestrictNamespaces", "yes"),
+    ("LockPersonality", "yes"),
+]
+GPU_DEVICES = [("DevicePolicy", "closed"), ("DeviceAllow", "char-nvidia* rw")]
+CPU_DEVICES = [("PrivateDevices", "yes")]
+SYSCALLS = [("SystemCallArchitectures", "native"), ("SystemCallFilter", "@system-service"),
+            ("SystemCallErrorNumber", "EPERM")]
+EXPECTED_SANDBOX = {
+    ("vllm", True): SANDBOX_COMMON + [
+        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK"), ("UMask", "0027")] + GPU_DEVICES,
+    ("vllm", False): SANDBOX_COMMON + [
+        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK"), ("UMask", "0027")] + CPU_DEVICES,
+    ("llamacpp", True): SANDBOX_COMMON + [("MemoryDenyWriteExecute", "no")] + SYSCALLS + [
+        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK"), ("UMask", "0027")] + GPU_DEVICES,
+    ("llamacpp", False): SANDBOX_COMMON + [("MemoryDenyWriteExecute", "yes")] + SYSCALLS + [
+        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"), ("UMask", "0027")] + CPU_DEVICES,
+}
+
+
+@pytest.mark.parametrize("gpu", [True, False], ids=["gpu", "cpu"])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_units_keep_their_sandbox_lines(engine, gpu):
+    service = parse_unit(render_engine(engine, gpu=gpu))["Service"]
+    start = [k for k, _ in service].index("NoNewPrivileges")
+    end = [k for k, _ in service].index("PrivateDevices" if not gpu else "DeviceAllow") + 1
+    state = ENGINES[engine][1][engine + "_state_dir"]
+    assert service[start:end] == [(k, v.format(state=state)) for k, v in EXPECTED_SANDBOX[engine, gpu]]
+
+
+@pytest.mark.parametrize("gpu", [True, False], ids=["gpu", "cpu"])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sandbox_block_sits_before_install_and_after_the_service_lines(engine, gpu):
+    lines = render_engine(engine, gpu=gpu).splitlines()
+    sandbox = lines.index(next(ln for ln in lines if ln.startswith("# Sandboxing.")))
+    assert lines[sandbox - 1] == ""  # a blank line after the service's own lines
+    assert lines[lines.index("[Install]") - 1] == ""
+    assert lines[lines.index("[Install]") - 2] in ("PrivateDevices=yes", "DeviceAllow=char-nvidia* rw")
 
 
 def test_old_frontend_only_allow_list_misses_the_h200_devices():
