@@ -9,10 +9,9 @@ connection variable (ansible_*), or a helper the inventory itself uses in its ow
 import re
 from pathlib import Path
 
+import bundle_vars
 import pytest
 import yaml
-
-import bundle_vars
 
 INVENTORIES = [bundle_vars.REPO / "inventories" / n for n in ("example", "demo")]
 #: `# name: value` or `"name": value` in a comment; names with an underscore (not prose like `Rollout:`).
