@@ -5,9 +5,11 @@ same recorded nvidia-smi outputs (tests/unit/fixtures/nvidia-smi/), plus the pat
 (Ubuntu precompiled modules, RHEL module streams, OS and source refusals).
 """
 
+import re
+
 import pytest
 
-from ansible.module_utils import llm_driver, llm_gpu
+from ansible.module_utils import llm_driver, llm_gpu, llm_planner
 from ansible.module_utils.llm_driver import DriverError, check, decide
 
 import driver_plan as driver_plan_module
@@ -304,7 +306,17 @@ def test_debian_tesla_line_names_the_branch():
                              "libnvidia-tesla-535-cuda1", "nvidia-persistenced"]
 
 
-# --- the module wrapper ---------------------------------------------------------------------------
+# --- one source of truth, the module wrapper -------------------------------------------------------
+
+def test_planner_uses_the_driver_thresholds():
+    assert llm_planner.BUNDLE_MIN_DRIVER == llm_driver.MIN_BRANCH == 535
+    assert llm_planner.CUDA13_MIN_DRIVER == llm_driver.CUDA13_MIN_DRIVER == 580
+    assert llm_planner.LAST_DRIVER_FOR_PRE_TURING == llm_driver.LAST_DRIVER_FOR_PRE_TURING
+    # imported, not a second copy that could drift
+    source = open(llm_planner.__file__).read()
+    assert not re.search(r"^(BUNDLE_MIN_DRIVER|CUDA1[23]_MIN_DRIVER|LAST_DRIVER_FOR_PRE_TURING) *=",
+                         source, re.M)
+
 
 def test_module_check_stage_fails_with_the_branch_message(run_module):
     out = run_module(driver_plan_module, {"stage": "check", "branch": 470, "host": DEBIAN})
