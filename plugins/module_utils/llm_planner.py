@@ -46,12 +46,13 @@ from .llm_sizing import (  # noqa: F401  (re-exported for callers)
     vllm_fit,
 )
 
-BUNDLE_MIN_DRIVER = 535
-CUDA13_MIN_DRIVER = 580
-CUDA12_MIN_DRIVER = 525
-#: NVIDIA's 580 branch is the last with Maxwell/Pascal/Volta support (CUDA 13 dropped their
-#: offline compilation too, so their llama.cpp builds use a CUDA 12 toolkit).
-LAST_DRIVER_FOR_PRE_TURING = 580
+#: Driver thresholds: one source of truth with the nvidia_driver role's decision (llm_driver).
+#: LAST_DRIVER_FOR_PRE_TURING: CUDA 13 dropped Maxwell/Pascal/Volta offline compilation too, so
+#: their llama.cpp builds use a CUDA 12 toolkit.
+from ansible.module_utils.llm_driver import (  # noqa: F401  (re-exported for callers)
+    CUDA12_MIN_DRIVER, CUDA13_MIN_DRIVER, LAST_DRIVER_FOR_PRE_TURING,
+    MIN_BRANCH as BUNDLE_MIN_DRIVER,
+)
 VLLM_CUDA13_SINCE = (0, 20)
 VLLM_MIN_CC = 7.5
 BF16_MIN_CC = 8.0
