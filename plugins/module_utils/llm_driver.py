@@ -152,7 +152,8 @@ def check(params: Mapping[str, Any], host: Mapping[str, Any]) -> Dict[str, Any]:
     if source == "distro" and not (branch in DISTRO_BRANCHES[key] and distro):
         raise DriverError(
             "%s %s ships no %s driver of branch %d (line %s; distro branches: %s). Set "
-            "nvidia_driver_package_source: cuda_repo (NVIDIA's repo), another nvidia_driver_branch, "
+            "nvidia_driver_package_source: cuda_repo (NVIDIA's repo), another "
+            "nvidia_driver_branch, "
             "or nvidia_driver_kernel_modules: proprietary."
             % (host.get("distribution"), host.get("distribution_version"), modules, branch, line,
                ", ".join(str(b) for b in DISTRO_BRANCHES[key]) or "none"))
@@ -239,8 +240,10 @@ def decide(params: Mapping[str, Any], host: Mapping[str, Any],
     action = _ACTIONS.get(state, "stop")
     version = gpu.get("driver_version") or ""
     reasons = {
-        "image_build": "image build (nvidia_driver_image_build): install without GPU probe or reboot",
-        "current": "working driver %s (branch %d >= %d): nothing to install" % (version, major, branch),
+        "image_build": "image build (nvidia_driver_image_build): "
+                       "install without GPU probe or reboot",
+        "current": "working driver %s (branch %d >= %d): nothing to install"
+                   % (version, major, branch),
         "old": "driver %s is older than branch %d: upgrade planned" % (version, branch),
         "no_driver": "GPU without a working driver: install planned",
         "driver_mismatch": "driver/library version mismatch: the driver changed without a reboot, "

@@ -21,6 +21,15 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+#: Driver thresholds: one source of truth with the nvidia_driver role's decision (llm_driver).
+#: LAST_DRIVER_FOR_PRE_TURING: CUDA 13 dropped Maxwell/Pascal/Volta offline compilation too, so
+#: their llama.cpp builds use a CUDA 12 toolkit.
+from .llm_driver import (  # noqa: F401  (re-exported for callers)
+    CUDA13_MIN_DRIVER,
+    LAST_DRIVER_FOR_PRE_TURING,
+)
+from .llm_driver import MIN_BRANCH as BUNDLE_MIN_DRIVER  # noqa: F401
+
 # Relative: resolves to ansible.module_utils.llm_sizing in the clone (ansible.cfg's module_utils
 # path) and to the collection's own module_utils when installed as llmstack.serving.
 from .llm_sizing import (  # noqa: F401  (re-exported for callers)
@@ -46,13 +55,6 @@ from .llm_sizing import (  # noqa: F401  (re-exported for callers)
     vllm_fit,
 )
 
-#: Driver thresholds: one source of truth with the nvidia_driver role's decision (llm_driver).
-#: LAST_DRIVER_FOR_PRE_TURING: CUDA 13 dropped Maxwell/Pascal/Volta offline compilation too, so
-#: their llama.cpp builds use a CUDA 12 toolkit.
-from ansible.module_utils.llm_driver import (  # noqa: F401  (re-exported for callers)
-    CUDA12_MIN_DRIVER, CUDA13_MIN_DRIVER, LAST_DRIVER_FOR_PRE_TURING,
-    MIN_BRANCH as BUNDLE_MIN_DRIVER,
-)
 VLLM_CUDA13_SINCE = (0, 20)
 VLLM_MIN_CC = 7.5
 BF16_MIN_CC = 8.0

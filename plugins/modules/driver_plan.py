@@ -68,7 +68,7 @@ options:
     description: The registered loop results of C(apt-cache show) (item, rc) on Debian/Ubuntu.
     type: list
     elements: dict
-author: LLM bundle team
+author: LLM bundle team (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -110,7 +110,19 @@ summary:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.llm_driver import DriverError, check, decide, summary
+
+# From the clone, ansible.cfg's module_utils path provides ansible.module_utils.llm_driver;
+# from the installed collection llmstack.serving, its own module_utils do. The clone's copy
+# is tried first.
+try:
+    from ansible.module_utils.llm_driver import DriverError, check, decide, summary
+except ImportError:
+    from ansible_collections.llmstack.serving.plugins.module_utils.llm_driver import (
+        DriverError,
+        check,
+        decide,
+        summary,
+    )
 
 PARAM_KEYS = ("branch", "kernel_modules", "package_source", "debian_line", "ubuntu_precompiled",
               "secure_boot", "image_build")

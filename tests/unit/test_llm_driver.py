@@ -7,12 +7,11 @@ same recorded nvidia-smi outputs (tests/unit/fixtures/nvidia-smi/), plus the pat
 
 import re
 
+import driver_plan as driver_plan_module
 import pytest
-
 from ansible.module_utils import llm_driver, llm_gpu, llm_planner
 from ansible.module_utils.llm_driver import DriverError, check, decide
 
-import driver_plan as driver_plan_module
 from conftest import SYSFS, fixture_runner
 
 KERNEL = "6.8.0-ci"
