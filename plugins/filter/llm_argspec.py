@@ -1,6 +1,7 @@
 """Filters for checking role variables before any host is touched (playbooks/preflight.yml)."""
 
-from typing import Any, Dict
+import difflib
+from typing import Any, Dict, Iterable, List
 
 
 def _strip(options: Dict[str, Any]) -> Dict[str, Any]:
@@ -23,6 +24,27 @@ def llm_argspec_without_defaults(options: Dict[str, Any]) -> Dict[str, Any]:
     return _strip(options)
 
 
+def llm_unknown_variables(names: Iterable[str], known: Iterable[str],
+                          prefixes: Iterable[str]) -> List[Dict[str, str]]:
+    """Variables with a bundle prefix (a role's name + "_", or "llm_") that no spec declares.
+
+    `names`: the host's variable names; `known`: every option of every role's spec (plus names
+    the bundle sets itself); `prefixes`: the bundle's prefixes. Returns [{name, closest}] sorted
+    by name; closest is the most similar known name ("" when none is close), so a misspelled
+    `llamacpp_prot` is reported with `llamacpp_port`.
+    """
+    known = sorted(set(known))
+    prefixes = tuple(prefixes)
+    out = []
+    for name in sorted(set(names)):
+        if name.startswith("_") or not name.startswith(prefixes) or name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        out.append({"name": name, "closest": close[0] if close else ""})
+    return out
+
+
 class FilterModule:
     def filters(self):
-        return {"llm_argspec_without_defaults": llm_argspec_without_defaults}
+        return {"llm_argspec_without_defaults": llm_argspec_without_defaults,
+                "llm_unknown_variables": llm_unknown_variables}

@@ -49,7 +49,7 @@ def inventory_names(inv: Path):
 def test_inventory_names_only_existing_variables(inv):
     set_names, commented, values = inventory_names(inv)
     known = bundle_vars.role_options() | bundle_vars.reads()
-    # Helpers: set here and used by this inventory's own templates (demo's llm_assets_dir).
+    # Helpers: set here and used by this inventory's own templates (demo's demo_assets_dir).
     used_here = set()
     for v in values:
         used_here |= bundle_vars._jinja_idents(None, v)

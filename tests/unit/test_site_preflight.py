@@ -44,6 +44,14 @@ def _site(tmp_path, *extra, tags=None):
      "model_store_revision must be a commit (40 hex digits) of Qwen/Qwen2.5-7B-Instruct, got 'main'"),
     ("model_store_source=hf model_store_repo=acme/qwen-tuned",
      "model_store_revisions: {'acme/qwen-tuned': <commit>}"),
+    # Values a type does not catch (playbooks/tasks/preflight-values.yml).
+    ("open_webui_admin_password=short", "open_webui_admin_password has 5 characters: use at least 12"),
+    ("open_webui_admin_email=admin", "open_webui_admin_email 'admin' is not an e-mail address"),
+    ("nginx_tls_certificate_src=/nonexistent/cert.pem nginx_tls_certificate_key_src=/nonexistent/key.pem",
+     "nginx_tls_certificate_src '/nonexistent/cert.pem' is not a file on the controller"),
+    ("nginx_tls_certificate_src=%s nginx_tls_certificate_key_src=%s" % (REPO / "LICENSE", REPO / "LICENSE"),
+     "nginx_tls_certificate_key_src '%s' is not PEM" % (REPO / "LICENSE")),
+    ("open_webui_port=8081", "llamacpp_port and open_webui_port share port 8081"),
 ])
 def test_wrong_variable_stops_site_before_the_deploy_play(tmp_path, bad, needle):
     rc, out = _site(tmp_path, bad)
@@ -60,3 +68,13 @@ def test_site_reaches_the_deploy_play_with_valid_variables(tmp_path):
     assert rc == 0, out
     assert "PLAY [Preflight - check every role's variables]" in out, out
     assert "PLAY [Deploy the LLM stack]" in out, out
+
+
+def test_misspelled_bundle_variable_is_named_with_the_closest_one(tmp_path):
+    # A typo in a bundle-prefixed variable would be ignored silently: preflight names it and the likely intent.
+    rc, out = _site(tmp_path, "llamacpp_prot=8082", tags="preflight")
+    assert rc == 0, out
+    assert "WARNING: llamacpp_prot is set but no role of this bundle declares it" in out, out
+    assert "did you mean llamacpp_port?" in out, out
+    rc, out = _site(tmp_path, tags="preflight")
+    assert "WARNING:" not in out.replace("[WARNING]", ""), out  # a clean inventory gets no such warning
