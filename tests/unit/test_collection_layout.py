@@ -20,13 +20,14 @@ def test_playbook_adjacent_filters_cover_every_filter_plugin():
     import llm_argspec
     import llm_plan_report
     import llm_plan_table
+    import llm_preflight
 
     spec = importlib.util.spec_from_file_location(
         "llm_filters_shim", REPO / "playbooks" / "filter_plugins" / "llm_filters.py")
     shim = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(shim)
     names = set()
-    for module in (llm_argspec, llm_plan_report, llm_plan_table):
+    for module in (llm_argspec, llm_plan_report, llm_plan_table, llm_preflight):
         names |= set(module.FilterModule().filters())
     assert set(shim.FilterModule().filters()) == names
     assert sorted(p.stem for p in (REPO / "plugins" / "filter").glob("*.py")) == \

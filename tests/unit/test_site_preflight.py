@@ -5,13 +5,16 @@ one bad variable per case and asserts the run ends in the plan or preflight stag
 option, and that the deploy play never starts.
 """
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import tls_files
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
@@ -23,7 +26,8 @@ def _site(tmp_path, *extra, tags=None):
     inv = tmp_path / "hosts.ini"
     inv.write_text("[llm_hosts]\ntesthost ansible_connection=local ansible_python_interpreter=%s "
                    "gpu_facts_sysfs_root=%s\n" % (sys.executable, tmp_path))
-    env = dict(os.environ, ANSIBLE_FACT_CACHING="memory", ANSIBLE_NOCOLOR="1",
+    # ANSIBLE_CACHE_PLUGIN: no facts from ansible.cfg's jsonfile cache (.cache/facts) or into it.
+    env = dict(os.environ, ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_NOCOLOR="1",
                ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"),
                LLM_PLAN_REPORT_DIR=str(tmp_path / "reports"))  # plan.yml's report, not the repo's
     cmd = [PLAYBOOK, "-i", str(inv), str(REPO / "site.yml"), "--check", "-e", "llm_mode=cpu"]
@@ -52,12 +56,89 @@ def _site(tmp_path, *extra, tags=None):
     ("nginx_tls_certificate_src=%s nginx_tls_certificate_key_src=%s" % (REPO / "LICENSE", REPO / "LICENSE"),
      "nginx_tls_certificate_key_src '%s' is not PEM" % (REPO / "LICENSE")),
     ("open_webui_port=8081", "llamacpp_port and open_webui_port share port 8081"),
+    # llm_* knobs are range-checked by the planner (plan stage, before preflight).
+    ("llm_gpu_memory_utilization=0.995", "llm_gpu_memory_utilization must be a float between 0.1 and 0.99"),
 ])
 def test_wrong_variable_stops_site_before_the_deploy_play(tmp_path, bad, needle):
     rc, out = _site(tmp_path, bad)
     assert rc != 0, out
     assert needle in out, out
     assert "PLAY [Deploy the LLM stack]" not in out, out
+
+
+# One case per kind of bad input that plugins/filter/llm_preflight.py refuses. The preflight message
+# lists every problem of a host, so the cases share a few ansible-playbook runs (each takes ~8 s):
+# the bad values of one run do not overlap. Needles use the run's files ({cert}, ...), the port a
+# listener of this test holds ({port}) and this process's pid ({pid}).
+RUNS = {
+    "values": lambda f: [
+        "vllm_port=70000",
+        "open_webui_admin_email=admin@localhost.",
+        "python_runtime_index_url=pypi.example.com/simple",
+        "llm_server_name=llm_example.com",
+        "llm_api_key=sk-short",
+        "open_webui_admin_password=aaaaaaaaaaaaaaaa",
+        json.dumps({"open_webui_admin_name": "Admin\nENABLE_SIGNUP=True",
+                    "vllm_environment": {"HTTP_PROXY": 'http://proxy:3128"'}}),
+        "open_webui_port=%d" % f["port"],
+    ],
+    "tls": lambda f: [
+        "llm_server_name=llm.example.com",
+        "nginx_tls_certificate_src=%s nginx_tls_certificate_key_src=%s" % (f["cert"], f["other_key"]),
+        json.dumps({"base_extra_ca_certificates": [f["ca"], f["ca_der"]]}),
+    ],
+    "tls_name": lambda f: [
+        "llm_server_name=llm.example.com",
+        "nginx_tls_certificate_src=%s nginx_tls_certificate_key_src=%s" % (f["wrong_name_cert"], f["key"]),
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def preflight_run(tmp_path_factory):
+    """run(name) -> (rc, output, files) of RUNS[name], run once per module."""
+    files = tls_files.tls_set(tmp_path_factory.mktemp("tls"))
+    # A process of no bundle service holding a port: preflight must name it.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    files.update(port=listener.getsockname()[1], pid=os.getpid())
+    done = {}
+
+    def run(name):
+        if name not in done:
+            done[name] = _site(tmp_path_factory.mktemp(name), *RUNS[name](files))
+        return done[name] + (files,)
+
+    yield run
+    listener.close()
+
+
+@pytest.mark.parametrize("run,needle", [
+    ("values", "vllm_port 70000 is out of range: use 1 - 65535 (default 8000)"),
+    ("values", "open_webui_admin_email 'admin@localhost.' is not an e-mail address: use e.g. admin@llm_example.com"),
+    ("values", "python_runtime_index_url 'pypi.example.com/simple' is not an http(s) URL: it has no http:// "
+               "or https:// scheme; use e.g. https://pypi.example.com/simple"),
+    ("values", "llm_server_name 'llm_example.com' is not a host name (RFC 1123"),
+    ("values", "llm_api_key has 8 characters: use at least 32"),
+    ("values", "open_webui_admin_password has only lower-case letters"),
+    ("values", "open_webui_admin_name contains a line break, which would break the environment file: "
+               "use e.g. 'AdminENABLE_SIGNUP=True'"),
+    ("values", "vllm_environment.HTTP_PROXY contains a double quote, which would break the systemd unit"),
+    ("values", "open_webui_port {port} is in use on the host by "),
+    ("values", "(pid {pid}, user "),
+    ("tls", "nginx_tls_certificate_key_src '{other_key}' is not the key of nginx_tls_certificate_src '{cert}'"),
+    ("tls", "base_extra_ca_certificates[1] '{ca_der}' is not a PEM certificate"),
+    ("tls_name", "nginx_tls_certificate_src '{wrong_name_cert}' does not name the server llm.example.com"),
+])
+def test_bad_value_file_or_port_stops_site_in_preflight(preflight_run, run, needle):
+    rc, out, files = preflight_run(run)
+    assert rc != 0, out
+    assert "PLAY [Preflight - check every role's variables]" in out, out
+    assert needle.format(**files) in out, out
+    assert "PLAY [Deploy the LLM stack]" not in out, out
+    # The run's secrets are named, never printed.
+    assert "sk-short" not in out.split("PLAY [Preflight")[1] and "aaaaaaaaaaaa" not in out, out
 
 
 def test_site_reaches_the_deploy_play_with_valid_variables(tmp_path):
@@ -78,3 +159,20 @@ def test_misspelled_bundle_variable_is_named_with_the_closest_one(tmp_path):
     assert "did you mean llamacpp_port?" in out, out
     rc, out = _site(tmp_path, tags="preflight")
     assert "WARNING:" not in out.replace("[WARNING]", ""), out  # a clean inventory gets no such warning
+
+
+def test_site_accepts_good_operator_values_files_and_ports(tmp_path):
+    # The checks above refuse only what is wrong: real certificates, CA, secrets and URLs pass.
+    files = tls_files.tls_set(tmp_path / "tls")
+    rc, out = _site(tmp_path, "llm_server_name=llm.example.com",
+                    "nginx_tls_certificate_src=%s nginx_tls_certificate_key_src=%s" % (files["cert"], files["key"]),
+                    json.dumps({"base_extra_ca_certificates": [files["ca"]],
+                                "open_webui_admin_password": "Correct-Horse-42",
+                                "llm_api_key": "0123456789abcdef" * 4,
+                                "open_webui_admin_email": "ops+llm@llm.example.com",
+                                "python_runtime_index_url": "https://pypi.org/simple",
+                                "vllm_environment": {"HTTP_PROXY": "http://proxy.example.com:3128"}}),
+                    tags="preflight")
+    assert rc == 0, out
+    assert "TASK [Check ranges, formats, secrets, certificate files and ports]" in out, out
+    assert "PLAY [Deploy the LLM stack]" in out, out
