@@ -20,7 +20,8 @@ case "${1:-up}" in
 esac
 
 if ! podman container exists "$name"; then
-  podman run -d --name "$name" --hostname "$name" --systemd=always \
+  # NET_ADMIN: the firewall role loads nftables rules in the container's network namespace.
+  podman run -d --name "$name" --hostname "$name" --systemd=always --cap-add=NET_ADMIN \
     -p "127.0.0.1:${ssh_port}:22" -p "${bind}:${https_port}:443" \
     -v "$cache/ssh/id_ed25519.pub:/root/.ssh/authorized_keys:ro" \
     -v "$cache/uv-cache:/var/cache/llm/uv" --shm-size=1g \
