@@ -58,6 +58,16 @@ def _site(tmp_path, *extra, tags=None):
     ("open_webui_port=8081", "llamacpp_port and open_webui_port share port 8081"),
     # llm_* knobs are range-checked by the planner (plan stage, before preflight).
     ("llm_gpu_memory_utilization=0.995", "llm_gpu_memory_utilization must be a float between 0.1 and 0.99"),
+    # Hash-pinned venv locks (python_runtime tasks/lock.yml, through the roles' venv_lock.yml).
+    ("open_webui_version=0.12.5", "/files/locks/open-webui-0.12.5-py3.11.txt for the open-webui venv"),
+    ('{"open_webui_extra_packages": ["psycopg2-binary==2.9.10"]}',
+     "requirements the lock does not pin at that version: ['psycopg2-binary==2.9.10']"),
+    ("open_webui_venv_lock=%s" % (REPO / "LICENSE"), "does not fit the open-webui venv: 0 pins, 0 of them with a sha256"),
+    ("open_webui_python=3.12", "/files/locks/open-webui-0.12.4-py3.12.txt for the open-webui venv"),
+    ("open_webui_venv_lock=%s/roles/python_runtime/files/locks/open-webui-0.12.4-py3.11.txt open_webui_python=3.12"
+     % REPO, "lock made for Python 3.11 (venv: 3.12)"),
+    ("open_webui_venv_lock= python_runtime_locks_required=true",
+     "python_runtime_locks_required is true and the open-webui venv"),
 ])
 def test_wrong_variable_stops_site_before_the_deploy_play(tmp_path, bad, needle):
     rc, out = _site(tmp_path, bad)
