@@ -65,7 +65,7 @@ test: setup lint unit collection sanity molecule
 	@echo "make test: all stages passed"
 
 demo: setup
-	@$(STAMP) demo bash tests/demo.sh up
+	@$(STAMP) demo ansible-playbook -i inventories/demo playbooks/demo.yml
 
-demo-destroy:
-	@bash tests/demo.sh down
+demo-destroy: venv
+	@ansible-playbook -i inventories/demo playbooks/demo-destroy.yml

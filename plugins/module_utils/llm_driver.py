@@ -33,11 +33,10 @@ LAST_DRIVER_FOR_PRE_TURING = 580
 OPEN_MODULES_SINCE = 560
 
 #: Branches the distributions' own archives ship (Debian 12 non-free: 535 only; Ubuntu's
-#: -server packages; RHEL/Rocky take the driver from NVIDIA's repo only).
+#: -server packages).
 DISTRO_BRANCHES: Dict[str, List[int]] = {
     "Debian-12": [535],
     "Ubuntu": [535, 550, 570, 580],
-    "RedHat": [],
 }
 
 #: Debian 12: headless subsets of nvidia-driver / nvidia-tesla-<branch>-driver (no X server):
@@ -65,14 +64,12 @@ class DriverError(Exception):
 
 
 def os_key(host: Mapping[str, Any]) -> Optional[str]:
-    """Debian-12 | Ubuntu | RedHat for the supported systems, None otherwise."""
+    """Debian-12 | Ubuntu for the supported systems, None otherwise (the bundle is apt-only)."""
     dist = str(host.get("distribution", ""))
     if dist == "Debian" and str(host.get("distribution_major_version")) == "12":
         return "Debian-12"
     if dist == "Ubuntu" and str(host.get("distribution_version")) in ("22.04", "24.04"):
         return "Ubuntu"
-    if host.get("os_family") == "RedHat" and str(host.get("distribution_major_version")) == "9":
-        return "RedHat"
     return None
 
 
@@ -119,22 +116,20 @@ def precompiled_packages(key: str, branch: int, modules: str, kernel: str) -> Li
     return ["linux-modules-nvidia-%d-server%s-%s" % (branch, suffix, kernel)]
 
 
-def cuda_repo_packages(key: str, branch: int, modules: str) -> List[str]:
-    """NVIDIA's repo: apt meta-package, or the dnf module stream on RHEL."""
-    if key == "RedHat":
-        return ["@nvidia-driver:%d-%s" % (branch, "open" if modules == "open" else "dkms")]
+def cuda_repo_packages(branch: int, modules: str) -> List[str]:
+    """NVIDIA's repo: the apt meta-package of the branch."""
     return ["%s%d" % ("nvidia-open-" if modules == "open" else "cuda-drivers-", branch)]
 
 
-def headers_package(key: str, kernel: str) -> str:
-    return ("kernel-devel-%s" if key == "RedHat" else "linux-headers-%s") % kernel
+def headers_package(kernel: str) -> str:
+    return "linux-headers-%s" % kernel
 
 
 def check(params: Mapping[str, Any], host: Mapping[str, Any]) -> Dict[str, Any]:
     """Validate before any probe; return modules, source and the packages to probe.
 
     params: branch, kernel_modules, package_source, debian_line, ubuntu_precompiled.
-    host: distribution, distribution_version, distribution_major_version, os_family, kernel.
+    host: distribution, distribution_version, distribution_major_version, kernel.
     """
     error = branch_error(params["branch"])
     if error:
@@ -142,9 +137,9 @@ def check(params: Mapping[str, Any], host: Mapping[str, Any]) -> Dict[str, Any]:
     branch = int(str(params["branch"]))
     key = os_key(host)
     if key is None:
-        raise DriverError("%s %s is not supported by nvidia_driver: Debian 12, Ubuntu 22.04/24.04 "
-                          "and RHEL/Rocky 9 are." % (host.get("distribution"),
-                                                     host.get("distribution_version")))
+        raise DriverError("%s %s is not supported by nvidia_driver: Debian 12 and Ubuntu "
+                          "22.04/24.04 are." % (host.get("distribution"),
+                                                host.get("distribution_version")))
     modules = resolve_modules(branch, params.get("kernel_modules", "auto"))
     source = resolve_source(branch, params.get("package_source", "auto"), key)
     line = params.get("debian_line", "current")
@@ -158,13 +153,11 @@ def check(params: Mapping[str, Any], host: Mapping[str, Any]) -> Dict[str, Any]:
             % (host.get("distribution"), host.get("distribution_version"), modules, branch, line,
                ", ".join(str(b) for b in DISTRO_BRANCHES[key]) or "none"))
     kernel = str(host.get("kernel", ""))
-    probe: List[str] = []
-    if host.get("os_family") == "Debian":
-        probe.append(headers_package(key, kernel))
-        if source == "distro":
-            probe.append(distro[0])
-            if params.get("ubuntu_precompiled", True):
-                probe.extend(precompiled_packages(key, branch, modules, kernel))
+    probe: List[str] = [headers_package(kernel)]
+    if source == "distro":
+        probe.append(distro[0])
+        if params.get("ubuntu_precompiled", True):
+            probe.extend(precompiled_packages(key, branch, modules, kernel))
     return {"os": key, "branch": branch, "modules": modules, "source": source,
             "probe_packages": list(dict.fromkeys(probe))}
 
@@ -216,7 +209,7 @@ def decide(params: Mapping[str, Any], host: Mapping[str, Any],
 
     params: as check(), plus secure_boot (fail|signed_precompiled|mok) and image_build.
     gpu_facts: the gpu_facts fact (ignored for image builds). sb_probe: mokutil's rc/stdout/
-    stderr. apt_results: the `apt-cache show` loop results (Debian family). check_mode: the
+    stderr. apt_results: the `apt-cache show` loop results. check_mode: the
     archive and headers are not required (nothing would be installed).
     Returns {"decision": {...}, "refusal": str}. Raises DriverError as check() does.
     """
@@ -224,7 +217,6 @@ def decide(params: Mapping[str, Any], host: Mapping[str, Any],
     key, branch, modules, source = plan["os"], plan["branch"], plan["modules"], plan["source"]
     kernel = str(host.get("kernel", ""))
     image_build = bool(params.get("image_build"))
-    debian = host.get("os_family") == "Debian"
     found = found_packages(apt_results)
 
     gpu = (dict(status="image_build", message="image build: GPU not probed") if image_build
@@ -254,13 +246,13 @@ def decide(params: Mapping[str, Any], host: Mapping[str, Any],
     compiled = precompiled_packages(key, branch, modules, kernel)
     precompiled = bool(source == "distro" and params.get("ubuntu_precompiled", True) and compiled
                        and all(p in found for p in compiled))
-    headers = headers_package(key, kernel)
+    headers = headers_package(kernel)
     if precompiled:
         packages = distro_packages(key, branch, modules, precompiled=True) + compiled
     elif source == "distro":
         packages = distro_packages(key, branch, modules, params.get("debian_line", "current"))
     else:
-        packages = cuda_repo_packages(key, branch, modules)
+        packages = cuda_repo_packages(branch, modules)
     secure_boot = secure_boot_state(sb_probe)
     decision = {
         "action": action,
@@ -274,7 +266,7 @@ def decide(params: Mapping[str, Any], host: Mapping[str, Any],
         "precompiled": precompiled,
         "dkms": not precompiled,
         "headers_package": "" if precompiled else headers,
-        "headers_available": (not debian) or headers in found,
+        "headers_available": headers in found,
         "packages": packages,
         "secure_boot": secure_boot,
     }
@@ -284,7 +276,7 @@ def decide(params: Mapping[str, Any], host: Mapping[str, Any],
     first = distro_packages(key, branch, modules, params.get("debian_line", "current"))[:1]
     if action == "stop":
         refusal = _stop_message(decision)
-    elif (install and not check_mode and source == "distro" and debian
+    elif (install and not check_mode and source == "distro"
           and (first[0] if first else "") not in found):
         refusal = ("%s is not in the apt sources. On Debian it lives in non-free: enable the "
                    "components contrib non-free non-free-firmware (the base role does with "

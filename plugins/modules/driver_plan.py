@@ -54,8 +54,8 @@ options:
     type: bool
     default: false
   host:
-    description: The host's facts distribution, distribution_version, distribution_major_version,
-      os_family and kernel.
+    description: The host's facts distribution, distribution_version, distribution_major_version
+      and kernel.
     type: dict
     required: true
   gpu_facts:

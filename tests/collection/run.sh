@@ -19,12 +19,11 @@ echo "built and installed $(basename "$tarball")"
 
 work=$out/work
 python3 - "$work/nvidia-smi" "$repo/tests/unit/fixtures/nvidia-smi/rtx4090" <<'PY'
-import os, sys
+import sys
+from pathlib import Path
 sys.path.insert(0, "tests/unit")
-from conftest import FAKE_SMI  # the unit tests' fake nvidia-smi, answering from fixture files
-with open(sys.argv[1], "w") as f:
-    f.write(FAKE_SMI.replace("@FIXTURE_DIR@", sys.argv[2]))
-os.chmod(sys.argv[1], 0o755)
+from conftest import write_fake_nvidia_smi  # the tests' one fake nvidia-smi (tests/fakes/nvidia_smi.py)
+write_fake_nvidia_smi(Path(sys.argv[1]), Path(sys.argv[2]))
 PY
 printf 'smoke ansible_connection=local ansible_python_interpreter=%s gpu_facts_nvidia_smi_path=%s gpu_facts_sysfs_root=%s\n' \
   "$(command -v python3)" "$work/nvidia-smi" "$repo/tests/unit/fixtures/sysfs/empty" > "$work/hosts.ini"

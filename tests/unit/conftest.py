@@ -1,7 +1,7 @@
 """Unit-test helpers: make ansible.module_utils.llm_* importable, fixtures, fake nvidia-smi."""
 
 import json
-import stat
+import shlex
 import sys
 from pathlib import Path
 
@@ -17,26 +17,20 @@ import ansible.module_utils  # noqa: E402
 _MU = str(REPO / "plugins" / "module_utils")
 if _MU not in ansible.module_utils.__path__:
     ansible.module_utils.__path__.append(_MU)
-for _p in (str(REPO / "plugins" / "modules"), str(REPO / "plugins" / "filter")):
+for _p in (str(REPO / "plugins" / "modules"), str(REPO / "plugins" / "filter"),
+           str(REPO / "tests" / "fakes"), str(REPO / "tests" / "helpers")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-#: Which fixture file answers which nvidia-smi call (see fake_nvidia_smi).
-FAKE_SMI = r"""#!/bin/sh
-D='@FIXTURE_DIR@'
-case "$*" in
-  *--query-gpu=*compute_cap*) name=query-gpu-facts.csv ;;
-  *--query-gpu=*) name=query-fallback.csv ;;
-  *--query-compute-apps=*) name=query-compute-apps.csv ;;
-  --version) name=nvidia-smi-version.txt ;;
-  "") name=nvidia-smi.txt ;;
-  *) echo "fake nvidia-smi: unexpected arguments: $*" >&2; exit 2 ;;
-esac
-if [ ! -f "$D/$name" ]; then echo "fake nvidia-smi: no fixture $name" >&2; exit 2; fi
-cat "$D/$name"
-rcf="$D/${name%.*}.rc"
-if [ -f "$rcf" ]; then exit "$(cat "$rcf")"; fi
-"""
+import nvidia_smi as fake_smi  # noqa: E402  the one fake nvidia-smi (tests/fakes/nvidia_smi.py)
+
+
+def write_fake_nvidia_smi(path: Path, card_dir: Path) -> str:
+    """An executable nvidia-smi at `path` answering from the recorded card in `card_dir` (the one fake)."""
+    path.write_text("#!/bin/sh\nFAKE_NVIDIA_SMI_FIXTURES=%s exec %s %s \"$@\"\n" % (
+        shlex.quote(str(card_dir)), shlex.quote(sys.executable), shlex.quote(fake_smi.__file__)))
+    path.chmod(0o755)
+    return str(path)
 
 
 def read_fixture(*parts: str) -> str:
@@ -52,38 +46,15 @@ def fake_nvidia_smi(tmp_path):
         assert src.is_dir(), "no fixture dir %s" % src
         workdir = tmp_path / "fake"
         workdir.mkdir(exist_ok=True)
-        script = workdir / ("nvidia-smi-" + card)
-        script.write_text(FAKE_SMI.replace("@FIXTURE_DIR@", str(src)))
-        script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        return str(script)
+        return write_fake_nvidia_smi(workdir / ("nvidia-smi-" + card), src)
 
     return make
 
 
 def fixture_runner(card: str):
-    """In-process runner (argv -> rc, out, err) answering from fixture files like the fake."""
-    src = NVSMI / card
-
-    def run(argv):
-        args = " ".join(argv[1:])
-        if "--query-gpu=" in args:
-            name = "query-gpu-facts.csv" if "compute_cap" in args else "query-fallback.csv"
-        elif "--query-compute-apps=" in args:
-            name = "query-compute-apps.csv"
-        elif args == "--version":
-            name = "nvidia-smi-version.txt"
-        elif args == "":
-            name = "nvidia-smi.txt"
-        else:
-            return 2, "", "unexpected arguments"
-        path = src / name
-        if not path.exists():
-            return 2, "", "no fixture %s" % name
-        rc_file = src / (name.rsplit(".", 1)[0] + ".rc")
-        rc = int(rc_file.read_text()) if rc_file.exists() else 0
-        return rc, path.read_text(), ""
-
-    return run
+    """In-process runner (argv -> rc, out, err): the fake nvidia-smi's play-back without a process."""
+    src = str(NVSMI / card)
+    return lambda argv: fake_smi.answer(src, argv[1:])
 
 
 @pytest.fixture

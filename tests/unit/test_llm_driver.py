@@ -2,7 +2,7 @@
 
 Every path molecule/driver/side_effect.yml walks on its Debian 12 host is pinned here with the
 same recorded nvidia-smi outputs (tests/unit/fixtures/nvidia-smi/), plus the paths CI cannot run
-(Ubuntu precompiled modules, RHEL module streams, OS and source refusals).
+(Ubuntu precompiled modules, OS and source refusals; RHEL/Rocky are refused: the bundle is apt-only).
 """
 
 import re
@@ -16,11 +16,11 @@ from conftest import SYSFS, fixture_runner
 
 KERNEL = "6.8.0-ci"
 DEBIAN = {"distribution": "Debian", "distribution_version": "12.8",
-          "distribution_major_version": "12", "os_family": "Debian", "kernel": KERNEL}
+          "distribution_major_version": "12", "kernel": KERNEL}
 UBUNTU = {"distribution": "Ubuntu", "distribution_version": "24.04",
-          "distribution_major_version": "24", "os_family": "Debian", "kernel": KERNEL}
+          "distribution_major_version": "24", "kernel": KERNEL}
 ROCKY = {"distribution": "Rocky", "distribution_version": "9.4",
-         "distribution_major_version": "9", "os_family": "RedHat", "kernel": KERNEL}
+         "distribution_major_version": "9", "kernel": KERNEL}
 SB_ON = {"rc": 0, "stdout": "SecureBoot enabled", "stderr": ""}
 SB_OFF = {"rc": 0, "stdout": "SecureBoot disabled", "stderr": ""}
 HEADERS = "linux-headers-" + KERNEL
@@ -63,10 +63,9 @@ def test_branch_boundary_and_format(branch, ok):
 
 @pytest.mark.parametrize("host,key", [
     (DEBIAN, "Debian-12"), (UBUNTU, "Ubuntu"), (dict(UBUNTU, distribution_version="22.04"), "Ubuntu"),
-    (ROCKY, "RedHat"), (dict(ROCKY, distribution="RedHat"), "RedHat"),
+    (ROCKY, None), (dict(ROCKY, distribution="RedHat"), None),
     (dict(DEBIAN, distribution_major_version="11", distribution_version="11.9"), None),
     (dict(UBUNTU, distribution_version="20.04"), None),
-    (dict(ROCKY, distribution_major_version="8", distribution_version="8.10"), None),
 ])
 def test_supported_systems(host, key):
     assert llm_driver.os_key(host) == key
@@ -75,8 +74,13 @@ def test_supported_systems(host, key):
 def test_unsupported_os_names_the_supported_ones():
     host = dict(UBUNTU, distribution_version="20.04")
     with pytest.raises(DriverError, match=r"^Ubuntu 20\.04 is not supported by nvidia_driver: "
-                       r"Debian 12, Ubuntu 22\.04/24\.04 and RHEL/Rocky 9 are\.$"):
+                       r"Debian 12 and Ubuntu 22\.04/24\.04 are\.$"):
         check({"branch": 580}, host)
+
+
+def test_rhel_is_refused_before_any_probe():
+    with pytest.raises(DriverError, match=r"^Rocky 9\.4 is not supported by nvidia_driver: "):
+        check({"branch": 580}, ROCKY)
 
 
 @pytest.mark.parametrize("branch,modules", [(535, "proprietary"), (559, "proprietary"),
@@ -87,7 +91,7 @@ def test_auto_modules_are_open_from_560(branch, modules):
 
 @pytest.mark.parametrize("host,branch,source", [
     (DEBIAN, 535, "distro"), (DEBIAN, 580, "cuda_repo"), (UBUNTU, 570, "distro"),
-    (UBUNTU, 575, "cuda_repo"), (ROCKY, 580, "cuda_repo"), (ROCKY, 535, "cuda_repo"),
+    (UBUNTU, 575, "cuda_repo"),
 ])
 def test_auto_source_is_the_distro_when_it_ships_the_branch(host, branch, source):
     assert check({"branch": branch}, host)["source"] == source
@@ -107,19 +111,12 @@ def test_debian_tesla_line_has_no_open_modules():
         check({"branch": 535, "kernel_modules": "open", "debian_line": "tesla"}, DEBIAN)
 
 
-def test_rhel_has_no_distro_driver():
-    with pytest.raises(DriverError, match=r"Rocky 9\.4 ships no open driver of branch 580 "
-                       r"\(line current; distro branches: none\)"):
-        check({"branch": 580, "package_source": "distro"}, ROCKY)
-
-
 @pytest.mark.parametrize("host,params,probe", [
     (DEBIAN, {"branch": 535}, [HEADERS, "nvidia-kernel-dkms"]),
     (DEBIAN, {"branch": 580}, [HEADERS]),
     (UBUNTU, {"branch": 580}, [HEADERS, "nvidia-headless-580-server-open",
                                "linux-modules-nvidia-580-server-open-" + KERNEL]),
     (UBUNTU, {"branch": 570, "ubuntu_precompiled": False}, [HEADERS, "nvidia-headless-570-server-open"]),
-    (ROCKY, {"branch": 580}, []),
 ])
 def test_packages_probed_in_the_archive(host, params, probe):
     assert check(params, host)["probe_packages"] == probe
@@ -257,7 +254,7 @@ def test_secure_boot_state(probe, state):
     assert llm_driver.secure_boot_state(probe) == state
 
 
-# --- paths CI cannot run: Ubuntu and RHEL --------------------------------------------------------
+# --- paths CI cannot run: Ubuntu --------------------------------------------------------
 
 PRECOMPILED = "linux-modules-nvidia-580-server-open-" + KERNEL
 
@@ -286,16 +283,6 @@ def test_ubuntu_precompiled_switched_off_uses_dkms():
               found=["nvidia-headless-580-server-open", PRECOMPILED, HEADERS])
     assert out["decision"]["packages"] == ["nvidia-headless-580-server-open",
                                            "nvidia-utils-580-server"]
-
-
-@pytest.mark.parametrize("branch,modules,stream", [(580, "auto", "@nvidia-driver:580-open"),
-                                                   (550, "auto", "@nvidia-driver:550-dkms"),
-                                                   (580, "proprietary", "@nvidia-driver:580-dkms")])
-def test_rhel_module_streams(branch, modules, stream):
-    out = run(branch, "no-driver-smi", host=ROCKY, kernel_modules=modules)
-    d = out["decision"]
-    assert (d["packages"], d["headers_package"], d["headers_available"], out["refusal"]) == \
-        ([stream], "kernel-devel-" + KERNEL, True, "")
 
 
 def test_debian_tesla_line_names_the_branch():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAKE_SMI, NVSMI, REPO, SYSFS
+from conftest import NVSMI, REPO, SYSFS, write_fake_nvidia_smi
 
 BIN = Path(sys.executable).parent
 PLAYBOOK = shutil.which("ansible-playbook", path=str(BIN)) or shutil.which("ansible-playbook")
@@ -26,8 +26,7 @@ def _inventory(tmp_path, hosts):
     for host, card, extra in hosts:
         smi = tmp_path / ("nvidia-smi-" + host)
         if card:
-            smi.write_text(FAKE_SMI.replace("@FIXTURE_DIR@", str(NVSMI / card)))
-            smi.chmod(0o755)
+            write_fake_nvidia_smi(smi, NVSMI / card)
         if "gpu_facts_sysfs_root=" not in extra:
             extra += " gpu_facts_sysfs_root=%s" % (SYSFS / "empty")
         lines.append("%s ansible_connection=local ansible_python_interpreter=%s "
@@ -160,7 +159,7 @@ REPLAN = """\
 
 def _replan_site(tmp_path, card_after, sysfs="rtx4090"):
     fake = tmp_path / ("after-" + card_after)
-    fake.write_text(FAKE_SMI.replace("@FIXTURE_DIR@", str(NVSMI / card_after)))
+    write_fake_nvidia_smi(fake, NVSMI / card_after)
     inv = tmp_path / "hosts.ini"
     inv.write_text(
         "[llm]\nfresh ansible_connection=local ansible_python_interpreter=%s "

@@ -22,7 +22,8 @@ PLAYBOOK = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent
 pytestmark = pytest.mark.skipif(PLAYBOOK is None, reason="ansible-playbook not installed")
 
 
-def _site(tmp_path, *extra, tags=None):
+def _site(tmp_path, *extra, tags=None, facts=None):
+    """site.yml --check on this machine; facts: cached host facts (as another OS would report them)."""
     inv = tmp_path / "hosts.ini"
     inv.write_text("[llm_hosts]\ntesthost ansible_connection=local ansible_python_interpreter=%s "
                    "gpu_facts_sysfs_root=%s\n" % (sys.executable, tmp_path))
@@ -30,6 +31,15 @@ def _site(tmp_path, *extra, tags=None):
     env = dict(os.environ, ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_NOCOLOR="1",
                ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"),
                LLM_PLAN_REPORT_DIR=str(tmp_path / "reports"))  # plan.yml's report, not the repo's
+    if facts is not None:
+        # Ansible itself writes the facts into a fact cache the site.yml run then reads (preflight
+        # gathers facts only when the cache has none).
+        env.update(ANSIBLE_CACHE_PLUGIN="jsonfile", ANSIBLE_CACHE_PLUGIN_CONNECTION=str(tmp_path / "facts"))
+        seed = tmp_path / "seed-facts.yml"
+        seed.write_text(json.dumps([{"hosts": "all", "gather_facts": False, "tasks": [
+            {"ansible.builtin.set_fact": dict({"ansible_" + k: v for k, v in facts.items()}, cacheable=True)}]}]))
+        subprocess.run([PLAYBOOK, "-i", str(inv), str(seed)], cwd=str(REPO), env=env, check=True,
+                       capture_output=True, text=True, timeout=120)
     cmd = [PLAYBOOK, "-i", str(inv), str(REPO / "site.yml"), "--check", "-e", "llm_mode=cpu"]
     if tags:
         cmd += ["--tags", tags]
@@ -185,4 +195,26 @@ def test_site_accepts_good_operator_values_files_and_ports(tmp_path):
                     tags="preflight")
     assert rc == 0, out
     assert "TASK [Check ranges, formats, secrets, certificate files and ports]" in out, out
+    assert "PLAY [Deploy the LLM stack]" in out, out
+
+
+ROCKY_9 = {"distribution": "Rocky", "distribution_version": "9.4", "distribution_major_version": "9",
+           "os_family": "RedHat"}
+
+
+def test_unsupported_os_stops_site_in_preflight(tmp_path):
+    # The bundle is apt-only: a RHEL-family host is refused before the deploy play, naming what works.
+    rc, out = _site(tmp_path, tags="preflight", facts=ROCKY_9)
+    assert rc != 0, out
+    assert ("Rocky 9.4 (RedHat family) is not supported: the bundle installs with apt and supports "
+            "Debian 12/13 and Ubuntu 22.04/24.04 only.") in out, out
+    assert "PLAY [Deploy the LLM stack]" not in out, out
+
+
+def test_supported_os_from_the_cache_passes_preflight(tmp_path):
+    # The same cached-facts path with Debian 12 facts gets through (the refusal above is the OS, not the cache).
+    rc, out = _site(tmp_path, tags="preflight", facts=dict(ROCKY_9, distribution="Debian", os_family="Debian",
+                                                           distribution_version="12.8",
+                                                           distribution_major_version="12"))
+    assert rc == 0, out
     assert "PLAY [Deploy the LLM stack]" in out, out

@@ -1,15 +1,23 @@
 """Behaviour of a host converged with site.yml in CPU mode."""
 
+import os
+import sys
+from pathlib import Path
+
 import pytest
 
-testinfra_hosts = ["podman://llm-default"]
+HOST = "llm-default"
+testinfra_hosts = [f"podman://{HOST}"]
+
+REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+sys.path.insert(0, str(REPO / "tests" / "helpers"))
+import host_http  # noqa: E402  the tests' one HTTP helper
 
 
 def test_proxy_ca_is_trusted_by_the_system_store(host):
     # The base role pushed this machine's proxy CA: TLS to PyPI through the proxy verifies.
-    cmd = host.run("python3 -c \"import urllib.request; print(urllib.request.urlopen('https://pypi.org/simple/pip/', timeout=30).status)\"")
-    assert cmd.rc == 0, cmd.stderr
-    assert cmd.stdout.strip() == "200"
+    status, _, err = host_http.request(HOST, "https://pypi.org/simple/pip/", timeout=30)
+    assert status == 200, err
 
 
 def test_debian_sources_enable_non_free_components(host):

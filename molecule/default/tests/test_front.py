@@ -12,6 +12,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,49 +22,22 @@ HOST = os.environ.get("LLM_FRONT_HOST", "llm-default")
 testinfra_hosts = [f"podman://{HOST}"]
 
 REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+sys.path.insert(0, str(REPO / "tests" / "helpers"))
+import host_http  # noqa: E402  the tests' one HTTP helper (tests/helpers/host_http.py)
+
 ENV_FILE = "/etc/llm/open-webui/open-webui.env"
 CA = "/etc/nginx/tls/server.crt"
 PERSISTENCE_TITLE = "molecule persistence check"
 
 
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def curl(path, method="GET", headers=None, body=None, timeout=120, base="https://127.0.0.1", options=()):
-    """Run curl inside the test host with its whole config on stdin; returns (status, body, headers)."""
-    cfg = [
-        f"url = {_quote(base + path)}",
-        f"request = {_quote(method)}",
-        f"cacert = {_quote(CA)}",
-        "silent",
-        "show-error",
-        f"max-time = {timeout}",
-        'dump-header = "/dev/stderr"',
-        'write-out = "\\n%{http_code}"',
-    ]
-    cfg += [f"header = {_quote(f'{k}: {v}')}" for k, v in (headers or {}).items()]
-    if body is not None:
-        cfg.append('header = "Content-Type: application/json"')
-        cfg.append(f"data-binary = {_quote(json.dumps(body))}")
-    cfg += list(options)
-    try:
-        proc = subprocess.run(
-            ["podman", "exec", "-i", HOST, "curl", "--config", "-"],
-            input="\n".join(cfg) + "\n", capture_output=True, text=True, errors="replace", timeout=timeout + 60,
-        )
-    except subprocess.TimeoutExpired:
-        return 0, "", "podman exec timed out"
-    text, _, code = proc.stdout.rpartition("\n")
-    return int(code or 0), text, proc.stderr
+    """(status, body, headers) of a request made inside the test host, verified against nginx's certificate."""
+    return host_http.request(HOST, base + path, method, headers, body, timeout, cacert=CA, options=options)
 
 
-def curl_json(*args, **kwargs):
-    status, text, _ = curl(*args, **kwargs)
-    try:
-        return status, json.loads(text)
-    except ValueError:
-        return status, {"_raw": text[:500]}
+def curl_json(path, method="GET", headers=None, body=None, timeout=120, base="https://127.0.0.1", options=()):
+    """(status, parsed JSON body) of curl()."""
+    return host_http.request_json(HOST, base + path, method, headers, body, timeout, cacert=CA, options=options)
 
 
 def env_value(host, name):

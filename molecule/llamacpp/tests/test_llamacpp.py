@@ -4,11 +4,18 @@ debian12-cpu .deb, serving the tiny Qwen2.5 GGUF Q4_K_M with 4 slots of up to 40
 import json
 import os
 import re
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-testinfra_hosts = ["podman://llm-llamacpp"]
+HOST = "llm-llamacpp"
+testinfra_hosts = [f"podman://{HOST}"]
+
+REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+sys.path.insert(0, str(REPO / "tests" / "helpers"))
+import host_http  # noqa: E402  the tests' one HTTP helper
 
 PORT = 8081
 BASE = f"http://127.0.0.1:{PORT}"
@@ -29,18 +36,13 @@ def api_key(host):
 
 
 def curl(host, path, key=None, body=None, timeout=120):
-    """(status, parsed JSON or raw text) of a request made on the host itself."""
-    args = ["curl", "-s", "-m", str(timeout), "-o", "/tmp/llamacpp-test-body", "-w", "%{http_code}"]
-    if key:
-        args += ["-H", f"Authorization: Bearer {key}"]
-    if body is not None:
-        args += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
-    cmd = host.run(" ".join(_q(a) for a in args + [BASE + path]))
-    text = host.file("/tmp/llamacpp-test-body").content_string if cmd.stdout.strip() != "000" else ""
+    """(status, parsed JSON or raw text) of a request made on the host itself; the key travels on stdin."""
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+    status, text, _ = host_http.request(HOST, BASE + path, headers=headers, body=body, timeout=timeout)
     try:
-        return int(cmd.stdout.strip() or 0), json.loads(text)
+        return status, json.loads(text)
     except ValueError:
-        return int(cmd.stdout.strip() or 0), text
+        return status, text
 
 
 def _q(s):

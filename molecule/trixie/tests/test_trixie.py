@@ -1,8 +1,18 @@
 """Behaviour of a Debian 13 (trixie) host converged with base, python_runtime and nginx."""
 
+import os
+import re
+import sys
+from pathlib import Path
+
 import pytest
 
-testinfra_hosts = ["podman://llm-trixie"]
+HOST = "llm-trixie"
+testinfra_hosts = [f"podman://{HOST}"]
+
+REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+sys.path.insert(0, str(REPO / "tests" / "helpers"))
+import host_http  # noqa: E402  the tests' one HTTP helper
 
 
 def test_host_is_debian_13(host):
@@ -20,9 +30,8 @@ def test_debian_sources_are_trixie_with_non_free(host):
 
 
 def test_proxy_ca_is_trusted_by_the_system_store(host):
-    cmd = host.run("python3 -c \"import urllib.request; print(urllib.request.urlopen('https://pypi.org/simple/pip/', timeout=30).status)\"")
-    assert cmd.rc == 0, cmd.stderr
-    assert cmd.stdout.strip() == "200"
+    status, _, err = host_http.request(HOST, "https://pypi.org/simple/pip/", timeout=30)
+    assert status == 200, err
 
 
 @pytest.mark.parametrize("path,mode", [("/opt/llm", 0o755), ("/var/lib/llm", 0o755), ("/etc/llm", 0o750)])
@@ -43,15 +52,15 @@ def test_uv_venv_on_the_distribution_python(host):
 def test_nginx_serves_tls_and_redirects_http(host):
     assert host.service("nginx").is_running
     assert host.service("nginx").is_enabled
-    https = host.run("curl -sk -o /dev/null -w '%{http_code} %{ssl_verify_result}' https://127.0.0.1/")
+    status, _, err = host_http.request(HOST, "https://127.0.0.1/", options=["insecure"])
     # No Open WebUI on this host: nginx answers 502 over TLS (the handshake and the site work).
-    assert https.stdout.split()[0] == "502"
-    http = host.run("curl -s -o /dev/null -w '%{http_code} %{redirect_url}' http://127.0.0.1/")
-    code, location = http.stdout.split()
-    assert code == "301"
-    assert location.startswith("https://")
-    headers = host.run("curl -skI https://127.0.0.1/").stdout.lower()
-    assert "server: nginx\r" in headers, "server_tokens should hide the version"
+    assert status == 502, err
+    status, _, headers = host_http.request(HOST, "http://127.0.0.1/")
+    assert status == 301
+    assert re.search(r"(?im)^location: https://", headers), headers
+    _, _, headers = host_http.request(HOST, "https://127.0.0.1/", options=["insecure", "head"])
+    headers = headers.lower()
+    assert "server: nginx\n" in headers, "server_tokens should hide the version"
     assert "strict-transport-security: max-age=" in headers
 
 

@@ -1,45 +1,32 @@
 """vLLM CPU serving the tiny Qwen2 model: security, API behaviour, recovery.
 
-Requests run inside the test host with python3 reading the key from /etc/llm/api-key, so the key never
-appears on a command line (the test checks /proc/*/cmdline for it). Recovery tests run last."""
+Requests run inside the test host through curl with its config, key included, on stdin
+(tests/helpers/host_http.py), so the key never appears on a command line (the test checks /proc/*/cmdline
+for it). Recovery tests run last."""
 
 import json
 import os
 import re
+import sys
 import time
+from pathlib import Path
 
-testinfra_hosts = ["podman://llm-vllm"]
+HOST = "llm-vllm"
+testinfra_hosts = [f"podman://{HOST}"]
+
+REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+sys.path.insert(0, str(REPO / "tests" / "helpers"))
+import host_http  # noqa: E402  the tests' one HTTP helper
 
 MODEL = "tiny-qwen2.5-instruct"
 BASE = "http://127.0.0.1:8000"
 
-# Runs inside the host: python3 - <<request JSON on stdin>>; prints {"status": N, "body": "..."}.
-CLIENT = r'''
-import json, sys, urllib.request, urllib.error
-req = json.load(sys.stdin)
-headers = {"Content-Type": "application/json"}
-if req.get("auth"):
-    headers["Authorization"] = "Bearer " + open("/etc/llm/api-key").read().strip()
-data = json.dumps(req["body"]).encode() if req.get("body") is not None else None
-r = urllib.request.Request(req["url"], data=data, headers=headers, method="POST" if data else "GET")
-try:
-    with urllib.request.urlopen(r, timeout=req.get("timeout", 120)) as resp:
-        out = {"status": resp.status, "body": resp.read().decode()}
-except urllib.error.HTTPError as e:
-    out = {"status": e.code, "body": e.read().decode()}
-except Exception as e:
-    out = {"status": -1, "body": repr(e)}
-print(json.dumps(out))
-'''
-
 
 def call(host, path, body=None, auth=True, timeout=120):
-    req = json.dumps({"url": BASE + path, "body": body, "auth": auth, "timeout": timeout})
-    script = CLIENT.replace("'", "'\"'\"'")
-    cmd = host.run(f"printf '%s' '{req}' | python3 -c '{script}'")
-    assert cmd.rc == 0, cmd.stderr
-    out = json.loads(cmd.stdout)
-    return out["status"], out["body"]
+    """(status, body text) of a request made inside the host; status 0: no HTTP answer."""
+    headers = {"Authorization": "Bearer " + api_key(host)} if auth else None
+    status, text, _ = host_http.request(HOST, BASE + path, headers=headers, body=body, timeout=timeout)
+    return status, text
 
 
 def wait_healthy(host, timeout=600):
