@@ -150,7 +150,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
-        _, args = self.validate_argument_spec(
+        _spec, args = self.validate_argument_spec(
             argument_spec=dict(
                 jid=dict(type="str", default=""),
                 label=dict(type="str", default="job"),

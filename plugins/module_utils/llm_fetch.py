@@ -14,14 +14,8 @@ import errno
 import hashlib
 import os
 import re
-
-try:  # Python 3
-    from urllib.error import HTTPError
-    from urllib.parse import quote
-except ImportError:  # pragma: no cover - Python 2 hosts are not supported by the bundle
-    from urllib import quote  # type: ignore
-
-    from urllib2 import HTTPError  # type: ignore
+from urllib.error import HTTPError
+from urllib.parse import quote
 
 #: One path component: starts with a letter or digit (so never '.', '..' or a hidden file),
 #: then letters, digits, '.', '_', '-'. Names are components joined by '/'.

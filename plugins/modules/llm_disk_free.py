@@ -19,13 +19,7 @@ options:
     description: Path whose filesystem is asked about.
     type: path
     required: true
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-author:
-  - LLM bundle team
+author: LLM bundle team (!UNKNOWN)
 """
 
 EXAMPLES = r"""

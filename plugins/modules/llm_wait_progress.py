@@ -59,15 +59,7 @@ options:
   log_file:
     description: Log file on the host whose last line is shown.
     type: str
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  action:
-    support: full
-author:
-  - LLM bundle team
+author: LLM bundle team (!UNKNOWN)
 """
 
 EXAMPLES = r"""
