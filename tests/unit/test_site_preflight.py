@@ -161,11 +161,21 @@ def test_bad_value_file_or_port_stops_site_in_preflight(preflight_run, run, need
     assert "sk-short" not in out.split("PLAY [Preflight")[1] and "aaaaaaaaaaaa" not in out, out
 
 
+def _offline_model(tmp_path):
+    """A model source preflight can size without the Hub (model_store sizes the download in preflight)."""
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "LICENSE").write_text("Apache-2.0\n")
+    (src / "SHA256SUMS").write_text("0" * 64 + "  LICENSE\n")
+    return "model_store_source=controller model_store_controller_src=%s model_store_root=%s" % (
+        src, tmp_path / "models")
+
+
 def test_site_reaches_the_deploy_play_with_valid_variables(tmp_path):
     # The same run without a bad variable gets past preflight (guards against a test that
     # passes because site.yml is broken for every input).
     # Only the always-tagged stages run; the deploy play starts but its tasks are skipped.
-    rc, out = _site(tmp_path, tags="preflight")
+    rc, out = _site(tmp_path, _offline_model(tmp_path), tags="preflight")
     assert rc == 0, out
     assert "PLAY [Preflight - check every role's variables]" in out, out
     assert "PLAY [Deploy the LLM stack]" in out, out
@@ -173,18 +183,19 @@ def test_site_reaches_the_deploy_play_with_valid_variables(tmp_path):
 
 def test_misspelled_bundle_variable_is_named_with_the_closest_one(tmp_path):
     # A typo in a bundle-prefixed variable would be ignored silently: preflight names it and the likely intent.
-    rc, out = _site(tmp_path, "llamacpp_prot=8082", tags="preflight")
+    model = _offline_model(tmp_path)
+    rc, out = _site(tmp_path, "llamacpp_prot=8082", model, tags="preflight")
     assert rc == 0, out
     assert "WARNING: llamacpp_prot is set but no role of this bundle declares it" in out, out
     assert "did you mean llamacpp_port?" in out, out
-    rc, out = _site(tmp_path, tags="preflight")
+    rc, out = _site(tmp_path, model, tags="preflight")
     assert "WARNING:" not in out.replace("[WARNING]", ""), out  # a clean inventory gets no such warning
 
 
 def test_site_accepts_good_operator_values_files_and_ports(tmp_path):
     # The checks above refuse only what is wrong: real certificates, CA, secrets and URLs pass.
     files = tls_files.tls_set(tmp_path / "tls")
-    rc, out = _site(tmp_path, "llm_server_name=llm.example.com",
+    rc, out = _site(tmp_path, _offline_model(tmp_path), "llm_server_name=llm.example.com",
                     "nginx_tls_certificate_src=%s nginx_tls_certificate_key_src=%s" % (files["cert"], files["key"]),
                     json.dumps({"base_extra_ca_certificates": [files["ca"]],
                                 "open_webui_admin_password": "Correct-Horse-42",
@@ -213,7 +224,7 @@ def test_unsupported_os_stops_site_in_preflight(tmp_path):
 
 def test_supported_os_from_the_cache_passes_preflight(tmp_path):
     # The same cached-facts path with Debian 12 facts gets through (the refusal above is the OS, not the cache).
-    rc, out = _site(tmp_path, tags="preflight", facts=dict(ROCKY_9, distribution="Debian", os_family="Debian",
+    rc, out = _site(tmp_path, _offline_model(tmp_path), tags="preflight", facts=dict(ROCKY_9, distribution="Debian", os_family="Debian",
                                                            distribution_version="12.8",
                                                            distribution_major_version="12"))
     assert rc == 0, out

@@ -32,3 +32,9 @@ def test_bundle_directories(host, path, mode):
     assert d.is_directory
     assert d.group == "llm"
     assert d.mode == mode
+
+
+def test_model_staging_left_no_partial_downloads(host):
+    # model_store fetches into model_store_root/.partial/<name> and removes it once every file is in place.
+    assert host.file("/var/lib/llm/models").is_directory
+    assert not host.file("/var/lib/llm/models/.partial").exists

@@ -268,3 +268,15 @@ def test_restart_and_kill_recover(host, api_key):
     status, body = curl(host, "/v1/chat/completions", api_key,
                         {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
     assert status == 200 and body["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_model_staging_left_no_partial_downloads_and_private_files(host):
+    # model_store fetches into model_store_root/.partial/<name> and removes it once every file is in place;
+    # the GGUF folder is root:llm 0750 with 0640 files.
+    d = "/var/lib/llm/models/tiny-qwen2.5-instruct-gguf"
+    assert not host.file("/var/lib/llm/models/.partial").exists
+    with host.sudo():
+        files = host.check_output(f"find {d} -type f -printf '%u:%g:%m %P\\n'").splitlines()
+    assert any(line.endswith(".gguf") for line in files), files
+    assert all(line.startswith("root:llm:640 ") for line in files), files
+    assert host.file(d).mode == 0o750 and host.file(d).group == "llm"

@@ -176,6 +176,21 @@ def test_model_is_staged_with_licence_and_checksums(host):
     assert host.file(f"{d}/model.safetensors").mode == 0o640
 
 
+def test_model_staging_left_no_partial_downloads(host):
+    # model_store fetches into model_store_root/.partial/<name> and removes it once every file is in place.
+    assert not host.file("/var/lib/llm/models/.partial").exists
+
+
+def test_every_model_file_is_root_owned_and_readable_by_the_llm_group_only(host):
+    d = "/var/lib/llm/models/tiny-qwen2.5-instruct"
+    with host.sudo():
+        files = host.check_output(f"find {d} -type f -printf '%u:%g:%m %P\\n'").splitlines()
+        dirs = host.check_output(f"find {d} -type d -printf '%u:%g:%m %P\\n'").splitlines()
+    assert len(files) >= 4, files
+    assert all(line.startswith("root:llm:640 ") for line in files), files
+    assert all(line.startswith("root:llm:750") for line in dirs), dirs
+
+
 def test_healthy_again_after_systemctl_restart(host):
     before = main_pid(host)
     host.check_output("systemctl restart vllm")

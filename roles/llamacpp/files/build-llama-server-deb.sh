@@ -17,6 +17,7 @@
 #   --jobs        LLAMA_SERVER_JOBS        compile jobs (default: nproc)
 #   --revision    LLAMA_SERVER_REVISION    Debian revision, bump to rebuild the same source (default 1)
 #   --force       LLAMA_SERVER_FORCE=1     rebuild even when the .deb exists
+#   --log         LLAMA_SERVER_LOG         also write all output to this file (the role shows its last line)
 #
 # Output: <outdir>/llm-llama-server_<version>_amd64.deb and <outdir>/<same>.deb.sha256
 #
@@ -66,7 +67,7 @@ FIXED_CMAKE_ARGS=(
   -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON
 )
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "build-llama-server-deb: $*" >&2; exit 1; }
 
 SDIST="${LLAMA_SERVER_SDIST:-}"
@@ -77,6 +78,7 @@ JOBS="${LLAMA_SERVER_JOBS:-$(nproc)}"
 # 2: the package also carries llama-quantize (the test assets quantize with it).
 REVISION="${LLAMA_SERVER_REVISION:-2}"
 FORCE="${LLAMA_SERVER_FORCE:-0}"
+LOG="${LLAMA_SERVER_LOG:-}"
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -87,10 +89,17 @@ while [ $# -gt 0 ]; do
     --jobs) JOBS="${2:?--jobs needs a number}"; shift 2 ;;
     --revision) REVISION="${2:?--revision needs a number}"; shift 2 ;;
     --force) FORCE=1; shift ;;
+    --log) LOG="${2:?--log needs a file}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
 done
+
+if [ -n "$LOG" ]; then
+  mkdir -p "$(dirname "$LOG")"
+  : > "$LOG"
+  exec > >(tee -a "$LOG") 2>&1
+fi
 
 [ -n "$SDIST" ] || die "no sdist: pass --sdist /var/cache/llm-bundle/sdist/llama_cpp_python-0.3.36.tar.gz"
 [ -f "$SDIST" ] || die "sdist not found: $SDIST"
