@@ -39,6 +39,8 @@ VLLM_VARS = {
     "vllm_config_file": "/etc/llm/vllm.yaml",
     "vllm_timeout_start_sec": 1800,
     "vllm_limit_nofile": 65536,
+    "vllm_system_call_filter": ["@system-service"],
+    "vllm_ip_address_allow": ["localhost"],
     "vllm_start_limit_burst": 5,
     "vllm_start_limit_interval_sec": 1800,
 }
@@ -54,6 +56,7 @@ LLAMACPP_VARS = {
     "_llamacpp_args": {"model": "/srv/llm/model.gguf", "port": 8081, "jinja": True,
                        "kv-unified": True, "alias": "Qwen2.5 7B"},
     "llamacpp_timeout_start_sec": 900,
+    "llamacpp_ip_address_allow": ["localhost"],
     "llamacpp_start_limit_burst": 5,
     "llamacpp_start_limit_interval_sec": 600,
 }
@@ -273,30 +276,64 @@ def test_service_gates_then_registers_through_engine_service(engine):
     assert ready["vars"]["engine_service_model"] == register["vars"]["engine_service_model"]
 
 
-#: The sandbox lines (comments dropped) of each unit, as the templates rendered them before the
-#: block moved to roles/engine_service/templates/sandbox.j2: the move changed none of them.
+#: The sandbox lines (comments dropped) of each unit. Issue 15 added PrivateMounts, ProtectProc,
+#: ProcSubset, RemoveIPC, the IP allow list, UMask=0077 and vLLM's system call filter.
 SANDBOX_COMMON = [
     ("NoNewPrivileges", "yes"), ("CapabilityBoundingSet", ""), ("ProtectSystem", "strict"),
     ("ReadWritePaths", "{state}"), ("ProtectHome", "yes"), ("PrivateTmp", "yes"),
     ("ProtectKernelTunables", "yes"), ("ProtectKernelModules", "yes"), ("ProtectKernelLogs", "yes"),
     ("ProtectControlGroups", "yes"), ("ProtectClock", "yes"), ("ProtectHostname", "yes"),
     ("RestrictSUIDSGID", "yes"), ("RestrictRealtime", "yes"), ("RestrictNamespaces", "yes"),
-    ("LockPersonality", "yes"),
+    ("LockPersonality", "yes"), ("PrivateMounts", "yes"), ("ProtectProc", "invisible"),
 ]
 GPU_DEVICES = [("DevicePolicy", "closed"), ("DeviceAllow", "char-nvidia* rw")]
 CPU_DEVICES = [("PrivateDevices", "yes")]
-SYSCALLS = [("SystemCallArchitectures", "native"), ("SystemCallFilter", "@system-service"),
-            ("SystemCallErrorNumber", "EPERM")]
+ARCH = [("SystemCallArchitectures", "native")]
+LLAMACPP_SYSCALLS = ARCH + [("SystemCallFilter", "@system-service"), ("SystemCallFilter", "~@privileged"),
+                            ("SystemCallErrorNumber", "EPERM")]
+VLLM_SYSCALLS = ARCH + [("SystemCallFilter", "@system-service"), ("SystemCallErrorNumber", "EPERM")]
+LOOPBACK_ONLY = [("IPAddressDeny", "any"), ("IPAddressAllow", "localhost"), ("UMask", "0077")]
+VLLM_FAMILIES = [("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK")]
 EXPECTED_SANDBOX = {
-    ("vllm", True): SANDBOX_COMMON + [
-        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK"), ("UMask", "0027")] + GPU_DEVICES,
-    ("vllm", False): SANDBOX_COMMON + [
-        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK"), ("UMask", "0027")] + CPU_DEVICES,
-    ("llamacpp", True): SANDBOX_COMMON + [("MemoryDenyWriteExecute", "no")] + SYSCALLS + [
-        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK"), ("UMask", "0027")] + GPU_DEVICES,
-    ("llamacpp", False): SANDBOX_COMMON + [("MemoryDenyWriteExecute", "yes")] + SYSCALLS + [
-        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6"), ("UMask", "0027")] + CPU_DEVICES,
+    ("vllm", True): SANDBOX_COMMON + [("ProcSubset", "all"), ("RemoveIPC", "yes")] + VLLM_SYSCALLS
+    + VLLM_FAMILIES + LOOPBACK_ONLY + GPU_DEVICES,
+    ("vllm", False): SANDBOX_COMMON + [("ProcSubset", "all"), ("RemoveIPC", "yes")] + VLLM_SYSCALLS
+    + VLLM_FAMILIES + LOOPBACK_ONLY + CPU_DEVICES,
+    ("llamacpp", True): SANDBOX_COMMON + [("ProcSubset", "pid"), ("RemoveIPC", "yes"),
+                                          ("MemoryDenyWriteExecute", "no")] + LLAMACPP_SYSCALLS + [
+        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK")] + LOOPBACK_ONLY + GPU_DEVICES,
+    ("llamacpp", False): SANDBOX_COMMON + [("ProcSubset", "pid"), ("RemoveIPC", "yes"),
+                                           ("MemoryDenyWriteExecute", "yes")] + LLAMACPP_SYSCALLS + [
+        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6")] + LOOPBACK_ONLY + CPU_DEVICES,
 }
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_switches_drop_the_syscall_filter_and_ip_limit(engine):
+    """An empty filter list or allow list leaves no SystemCallFilter=/IPAddress*= line (vLLM on a
+    CUDA/NCCL that needs more calls; an engine listening beyond loopback)."""
+    overrides = {engine + "_ip_address_allow": []}
+    if engine == "vllm":
+        overrides["vllm_system_call_filter"] = []
+    variables = {**COMMON, **ENGINES[engine][1], **overrides, ENGINES[engine][2]: False,
+                 "role_path": str(REPO / "roles" / engine)}
+    service = dict(parse_unit(render((REPO / ENGINES[engine][0]).read_text(), variables))["Service"])
+    assert "IPAddressDeny" not in service and "IPAddressAllow" not in service
+    if engine == "vllm":
+        assert "SystemCallFilter" not in service and "SystemCallErrorNumber" not in service
+    assert service["SystemCallArchitectures"] == "native"
+
+
+def test_engine_ip_allow_defaults_follow_the_listen_address():
+    for engine in ENGINES:
+        defaults = (REPO / "roles" / engine / "defaults" / "main.yml").read_text()
+        line = next(ln for ln in defaults.splitlines() if ln.startswith(engine + "_ip_address_allow:"))
+        expr = yaml.safe_load(line)[engine + "_ip_address_allow"].strip("{} ")
+        env = jinja2.Environment()
+        env.tests["match"] = lambda value, pattern: re.match(pattern, value) is not None
+        for host, expected in (("127.0.0.1", ["localhost"]), ("::1", ["localhost"]), ("localhost", ["localhost"]),
+                               ("0.0.0.0", []), ("10.0.0.5", [])):
+            assert env.compile_expression(expr)(**{engine + "_host": host}) == expected, (engine, host)
 
 
 @pytest.mark.parametrize("gpu", [True, False], ids=["gpu", "cpu"])

@@ -128,7 +128,9 @@ def test_key_is_in_no_command_line_and_no_unit(host):
     in_show = key in host.check_output("systemctl show vllm")
     assert not in_show, "the key is in `systemctl show vllm`"
     # Booleans only: a failing assert must not print the key.
-    in_env_file = f"VLLM_API_KEY={key}" in host.file("/etc/llm/vllm.env").content_string.splitlines()
+    # Quoted like open-webui.env's OPENAI_API_KEYS: "...", with \ and " escaped.
+    quoted = '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    in_env_file = f"VLLM_API_KEY={quoted}" in host.file("/etc/llm/vllm.env").content_string.splitlines()
     assert in_env_file, "vllm.env has no VLLM_API_KEY line with the key"
 
 
