@@ -62,8 +62,7 @@ HOST_NAME_LISTS = ("nginx_server_aliases", "base_ntp_servers")   # host names or
 # http(s) URLs with a host; the ones in URLS_OPTIONAL may be empty (the spec says what empty does).
 URLS = ("base_debian_mirror", "base_debian_security_mirror", "python_runtime_index_url",
         "python_runtime_python_install_mirror", "open_webui_public_url",
-        "nginx_open_webui_upstream", "nginx_api_upstream", "nvidia_driver_cuda_repo_url",
-        "cuda_toolkit_repo_url")
+        "nginx_open_webui_upstream", "nginx_api_upstream", "cuda_repo_url")
 URLS_OPTIONAL = ("python_runtime_index_url", "python_runtime_python_install_mirror",
                  "nginx_api_upstream")
 URL_LISTS = ("python_runtime_extra_index_urls", "vllm_extra_index_urls",
@@ -122,10 +121,19 @@ FILE_VALUES = {
     "open_webui_admin_email": "env_quoted",
     "open_webui_admin_name": "env_quoted",
     "open_webui_admin_password": "env_quoted",
+    "open_webui_jwt_expires_in": "env_quoted",
     "base_service_group": "unit_word",
     "base_opt_dir": "unit_word",
     "base_state_dir": "unit_word",
     "base_config_dir": "unit",
+}
+# Lists of strings written into env or unit files: the context of each item.
+FILE_LISTS = {
+    "open_webui_api_keys_allowed_endpoints": "env_quoted",  # joined with ','
+    "open_webui_ip_address_allow": "unit_word",
+    "llamacpp_ip_address_allow": "unit_word",
+    "vllm_ip_address_allow": "unit_word",
+    "vllm_system_call_filter": "unit",                       # one SystemCallFilter= line each
 }
 # Dicts: (context of the values or None for any, what the keys must be).
 FILE_DICTS = {
@@ -386,6 +394,9 @@ def _file_problems(values: Dict[str, Any]) -> List[str]:
     for name, context in sorted(FILE_VALUES.items()):
         if values.get(name) is not None:
             p.extend(_file_value_problems(name, values[name], context, name in SECRETS))
+    for name, context in sorted(FILE_LISTS.items()):
+        for i, item in enumerate(values.get(name) or []):
+            p.extend(_file_value_problems("%s[%d]" % (name, i), item, context, False))
     for name, (context, keys) in sorted(FILE_DICTS.items()):
         for key, value in sorted((values.get(name) or {}).items(), key=lambda kv: str(kv[0])):
             if keys == "env" and not ENV_NAME_RE.match(str(key)):

@@ -270,10 +270,11 @@ def test_nft_refuses_a_broken_rendering(tmp_path):
 # --- site.yml: the preflight play stops a lockout before any host is touched ---------------------
 
 def test_site_preflight_stops_when_the_controller_would_be_locked_out(tmp_path, monkeypatch):
-    from test_site_preflight import PLAYBOOK, _site
+    from test_site_preflight import PLAYBOOK, _offline_model, _site
 
     if PLAYBOOK is None:
         pytest.skip("ansible-playbook not installed")
+    model = _offline_model(tmp_path)  # preflight sizes the model: no Hub from here
     # The local connection hands this process's environment to the module: it stands for the
     # SSH session a remote host would see.
     monkeypatch.setenv("SSH_CONNECTION", "198.51.100.4 50000 192.0.2.1 22")
@@ -281,7 +282,7 @@ def test_site_preflight_stops_when_the_controller_would_be_locked_out(tmp_path, 
     assert rc != 0, out
     assert "the controller connects from 198.51.100.4, which is not in firewall_ssh_from" in out, out
     assert "PLAY [Deploy the LLM stack]" not in out, out
-    rc, out = _site(tmp_path, '{"firewall_ssh_from": ["198.51.100.0/24"]}', tags="preflight")
+    rc, out = _site(tmp_path, model, '{"firewall_ssh_from": ["198.51.100.0/24"]}', tags="preflight")
     assert rc == 0, out
     assert "PLAY [Deploy the LLM stack]" in out, out
 

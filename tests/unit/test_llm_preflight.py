@@ -12,6 +12,7 @@ import llm_preflight
 from conftest import REPO
 from llm_preflight import (
     FILE_DICTS,
+    FILE_LISTS,
     FILE_VALUES,
     HOST_PATHS,
     RANGES,
@@ -45,7 +46,7 @@ def _spec_options():
 
 
 def test_every_variable_the_checks_name_is_declared_by_a_role():
-    named = set(RANGES) | set(FILE_VALUES) | set(FILE_DICTS) | set(HOST_PATHS) | set(URLS) \
+    named = set(RANGES) | set(FILE_VALUES) | set(FILE_DICTS) | set(FILE_LISTS) | set(HOST_PATHS) | set(URLS) \
         | set(URL_LISTS) | set(llm_preflight.HOST_NAMES) | set(llm_preflight.HOST_NAME_LISTS) \
         | set(llm_preflight.PROXIES) | set(llm_preflight.ACCOUNTS) | set(llm_preflight.NGINX_RATES) \
         | set(llm_preflight.NGINX_WORD_LISTS) | set(llm_preflight.SECRETS) | set(llm_preflight.OUR_USERS)
@@ -96,7 +97,7 @@ def test_every_string_an_env_or_unit_template_writes_is_checked():
     unchecked = {n for n in read
                  if n in options and n not in NOT_STRINGS_CHECKED_ELSEWHERE
                  and options[n].get("type") not in ("int", "bool") and not options[n].get("choices")
-                 and n not in FILE_VALUES and n not in FILE_DICTS}
+                 and n not in FILE_VALUES and n not in FILE_DICTS and n not in FILE_LISTS}
     assert unchecked == set()
 
 
@@ -241,6 +242,10 @@ def test_api_key_needs_32_safe_characters():
     ({"vllm_environment": {"MY-VAR": "1"}}, "vllm_environment has the key 'MY-VAR', which is not an environment variable name: use letters, digits and _, e.g. MY_VAR"),
     ({"vllm_extra_args": {"--max-num-seqs": 8}}, "vllm_extra_args has the key '--max-num-seqs': use the option's long name without dashes, e.g. max-num-seqs"),
     ({"open_webui_default_models": ["a,b"]}, "open_webui_default_models[0] 'a,b' has a comma"),
+    ({"open_webui_ip_address_allow": ["localhost", "10.0.0.1 10.0.0.2"]},
+     "open_webui_ip_address_allow[1] contains a space"),
+    ({"vllm_system_call_filter": ["@system-service\nExecStartPre=/bin/true"]},
+     "vllm_system_call_filter[0] contains a line break, which would break the systemd unit"),
 ])
 def test_value_that_would_break_an_env_or_unit_file_is_refused(values, needle):
     _one(llm_value_problems(values), needle)

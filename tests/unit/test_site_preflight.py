@@ -80,7 +80,8 @@ def _site(tmp_path, *extra, tags=None, facts=None):
      "python_runtime_locks_required is true and the open-webui venv"),
 ])
 def test_wrong_variable_stops_site_before_the_deploy_play(tmp_path, bad, needle):
-    rc, out = _site(tmp_path, bad)
+    # An offline model source: preflight sizes the model, and this machine cannot reach the Hub.
+    rc, out = _site(tmp_path, _offline_model(tmp_path), bad)
     assert rc != 0, out
     assert needle in out, out
     assert "PLAY [Deploy the LLM stack]" not in out, out
