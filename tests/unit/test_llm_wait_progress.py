@@ -166,7 +166,7 @@ def _play(tmp_path, rc, *extra):
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"),
         ANSIBLE_ASYNC_DIR=str(tmp_path / "async"),
-        ANSIBLE_FACT_CACHING="memory",
+        ANSIBLE_CACHE_PLUGIN="memory",
     )
     proc = subprocess.run(
         [PLAYBOOK, "-i", str(inv), str(book), *extra],

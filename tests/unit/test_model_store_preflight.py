@@ -42,7 +42,7 @@ def _preflight(tmp_path, url, *extra):
         ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"),
-        ANSIBLE_FACT_CACHING="memory",
+        ANSIBLE_CACHE_PLUGIN="memory",
     )
     cmd = [
         PLAYBOOK,

@@ -48,7 +48,7 @@ def _inventory(tmp_path, hosts):
 
 
 def _run(tmp_path, inv, playbook, *args):
-    env = dict(os.environ, ANSIBLE_FACT_CACHING="memory", ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"),
+    env = dict(os.environ, ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"),
                ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
                LLM_PLAN_REPORT_DIR=str(tmp_path / "reports"))
     proc = subprocess.run([PLAYBOOK, "-i", str(inv), str(playbook), "--check"] + list(args),
