@@ -95,3 +95,16 @@ def planned_hostvars(fleet):
             hostvars[host] = {"llm_plan_ok": False, "llm_plan_error": "LLM plan failed (%s): %s"
                               % (llm_plan_module._where(facts), exc)}
     return hostvars
+
+
+def local_play(tmp_path: Path, **env_extra: str):
+    """(inventory path, environment) for running a playbook on this machine with the repo's ansible.cfg:
+    one host h1 over the local connection with this Python, temp files and async jobs under tmp_path,
+    no fact cache shared with other runs."""
+    import os
+
+    inv = tmp_path / "hosts.ini"
+    inv.write_text("h1 ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"), ANSIBLE_CACHE_PLUGIN="memory", **env_extra)
+    return inv, env

@@ -1,13 +1,14 @@
 """llm_wait_progress: the progress arithmetic and lines, then the action in a real playbook run."""
 
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import local_play
 
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location(
@@ -158,16 +159,7 @@ PLAY = """
 def _play(tmp_path, rc, *extra):
     book = tmp_path / "play.yml"
     book.write_text(PLAY.format(log=tmp_path / "build.log", out=tmp_path / "out.bin", rc=rc))
-    inv = tmp_path / "hosts.ini"
-    inv.write_text("h1 ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"),
-        ANSIBLE_ASYNC_DIR=str(tmp_path / "async"),
-        ANSIBLE_CACHE_PLUGIN="memory",
-    )
+    inv, env = local_play(tmp_path, ANSIBLE_ASYNC_DIR=str(tmp_path / "async"))
     proc = subprocess.run(
         [PLAYBOOK, "-i", str(inv), str(book), *extra],
         cwd=str(REPO),

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from test_llm_fetch import BLOB, BLOB_SHA, server  # noqa: F401 (fixture)
 
+from conftest import local_play
+
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
 pytestmark = pytest.mark.skipif(PLAYBOOK is None, reason="ansible-playbook not installed")
@@ -35,15 +37,7 @@ PLAY = """
 def _preflight(tmp_path, url, *extra):
     book = tmp_path / "play.yml"
     book.write_text(PLAY)
-    inv = tmp_path / "hosts.ini"
-    inv.write_text("h1 ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"),
-        ANSIBLE_CACHE_PLUGIN="memory",
-    )
+    inv, env = local_play(tmp_path)
     cmd = [
         PLAYBOOK,
         "-i",

@@ -31,9 +31,8 @@ import host_http  # noqa: E402  the tests' one HTTP helper (tests/helpers/host_h
 
 # Molecule's inventory when run by molecule verify; the demo inventory when pointed at `make demo`'s host.
 INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE") or str(REPO / "inventories" / "demo")
-ENV_FILE = "/etc/llm/open-webui/open-webui.env"
-CA = "/etc/nginx/tls/server.crt"
-PERSISTENCE_TITLE = "molecule persistence check"
+from test_front import CA, ENV_FILE, PERSISTENCE_TITLE, env_value  # noqa: E402  the front tests' helpers
+
 # Mounted by molecule/default/molecule.yml (tmpfs, 16 MiB): far too small for any model.
 TINY_STORE = "/srv/tiny-store"
 OPEN_WEBUI_VENV = "/opt/llm/open-webui"
@@ -43,11 +42,6 @@ def curl(path, method="GET", headers=None, body=None, timeout=30, base="https://
     """(status, body) of a request made inside the test host (tests/helpers/host_http.py)."""
     status, text, _ = host_http.request(HOST, base + path, method, headers, body, timeout, cacert=CA)
     return status, text
-
-
-def env_value(host, name):
-    out = host.check_output(f"sed -n 's/^{name}=\"\\(.*\\)\"$/\\1/p' {ENV_FILE}")
-    return out.replace('\\"', '"').replace("\\\\", "\\")
 
 
 @pytest.fixture(scope="module")
