@@ -16,7 +16,9 @@ import re
 import time
 
 import pytest
-from test_front import ENV_FILE, REPO, _quote, curl_json, env_value, signin
+from test_front import ENV_FILE, REPO, curl_json, env_value, signin
+
+from host_http import _quote  # noqa: E402  the same quoting the env files use
 
 HOST = os.environ.get("LLM_FRONT_HOST", "llm-default")
 testinfra_hosts = [f"podman://{HOST}"]
