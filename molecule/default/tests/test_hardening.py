@@ -16,7 +16,8 @@ import re
 import time
 
 import pytest
-from test_front import ENV_FILE, REPO, curl_json, env_value, signin
+from test_front import ENV_FILE, REPO, curl_json, env_value
+from test_front import signin as _signin_once
 
 from host_http import _quote  # noqa: E402  the same quoting the env files use
 
@@ -24,6 +25,18 @@ HOST = os.environ.get("LLM_FRONT_HOST", "llm-default")
 testinfra_hosts = [f"podman://{HOST}"]
 
 MAX_EXPOSURE = 2.5
+
+
+def signin(admin):
+    """Sign in, waiting out nginx's sign-in rate limit (test_front.py's last test exhausts it on purpose)."""
+    deadline = time.time() + 150
+    while True:
+        status, body = _signin_once(admin)
+        if status != 429 or time.time() > deadline:
+            return status, body
+        time.sleep(7)
+
+
 #: Units the bundle installs (engines, open-webui) or sandboxes with a drop-in (nginx).
 UNITS = ("llamacpp.service", "vllm.service", "open-webui.service", "nginx.service")
 EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?) ")
@@ -65,7 +78,8 @@ def test_services_see_little_and_talk_ip_to_loopback_only(host, unit):
     assert show(host, unit, "SystemCallArchitectures") == "native"
     assert show(host, unit, "SystemCallFilter"), "no system call filter"
     # systemd lists `localhost` as the loopback prefixes.
-    assert show(host, unit, "IPAddressDeny") in ("0.0.0.0/0 ::/0", "any")
+    # systemd prints IPAddressDeny=any as both "any" addresses, in an order that varies by version.
+    assert show(host, unit, "IPAddressDeny") in ("0.0.0.0/0 ::/0", "::/0 0.0.0.0/0", "any")
     allow = show(host, unit, "IPAddressAllow").split()
     assert set(allow) <= {"127.0.0.0/8", "::1/128"} and "127.0.0.0/8" in allow, allow
 
