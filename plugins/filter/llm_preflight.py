@@ -449,6 +449,20 @@ def _read(path: str) -> Tuple[bytes, str]:
         return b"", "cannot be read on the controller (%s)" % exc.strerror
 
 
+def _read_tls_pem(problems: List[str], var: str, path: str, convert: str) -> bytes:
+    """The PEM bytes of the operator's certificate or key file; b"" after adding the problem."""
+    data, why = _read(path)
+    if why:
+        problems.append("%s %r %s: give the PEM file's path (or leave both empty for a self-signed "
+                        "certificate)" % (var, path, why))
+        return b""
+    if b"-----BEGIN " not in data:
+        problems.append("%s %r is not PEM (no -----BEGIN line): convert it, e.g. %s"
+                        % (var, path, convert))
+        return b""
+    return data
+
+
 def _san_covers(cert: Any, name: str) -> Tuple[bool, List[str]]:
     """Whether the certificate's subjectAltName covers `name`, and the names it has."""
     from cryptography import x509
@@ -493,28 +507,18 @@ def llm_tls_problems(values: Dict[str, Any], server_name: str = "",
                  "or neither for a self-signed certificate" % (given, missing))
     leaf, key = None, None
     if cert_path:
-        data, why = _read(cert_path)
-        if why:
-            p.append("%s %r %s: give the PEM file's path (or leave both empty for a self-signed "
-                     "certificate)" % (cert_var, cert_path, why))
-        elif b"-----BEGIN " not in data:
-            p.append("%s %r is not PEM (no -----BEGIN line): convert it, e.g. openssl x509 -in "
-                     "cert.der -inform der -out cert.pem" % (cert_var, cert_path))
-        else:
+        data = _read_tls_pem(p, cert_var, cert_path,
+                             "openssl x509 -in cert.der -inform der -out cert.pem")
+        if data:
             try:
                 leaf = x509.load_pem_x509_certificates(data)[0]
             except ValueError as exc:
                 p.append("%s %r holds no readable certificate (%s): give the server certificate "
                          "in PEM, then its chain" % (cert_var, cert_path, _first_line(exc)))
     if key_path:
-        data, why = _read(key_path)
-        if why:
-            p.append("%s %r %s: give the PEM file's path (or leave both empty for a self-signed "
-                     "certificate)" % (key_var, key_path, why))
-        elif b"-----BEGIN " not in data:
-            p.append("%s %r is not PEM (no -----BEGIN line): convert it, e.g. openssl pkey -in "
-                     "key.der -inform der -out key.pem" % (key_var, key_path))
-        else:
+        data = _read_tls_pem(p, key_var, key_path,
+                             "openssl pkey -in key.der -inform der -out key.pem")
+        if data:
             try:
                 key = serialization.load_pem_private_key(data, password=None)
             except TypeError:
