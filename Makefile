@@ -47,7 +47,7 @@ lint: venv
 	@$(STAMP) ruff ruff check .
 
 unit: venv
-	@$(STAMP) unit pytest -q tests/unit
+	@$(STAMP) unit pytest -q -n auto tests/unit
 
 docs: venv
 	@bash tests/docs/regenerate.sh
@@ -58,8 +58,13 @@ collection: venv
 sanity: collection
 	@$(STAMP) sanity bash tests/collection/sanity.sh
 
+# Each scenario's output is also kept in .cache/logs/; on a failure its failing checks and errors are printed
+# again at the end, where a CI log's tail shows them.
 molecule: setup
-	@for s in $(SCENARIOS); do $(STAMP) "molecule $$s" molecule test -s $$s || exit 1; done
+	@mkdir -p .cache/logs; for s in $(SCENARIOS); do \
+	  $(STAMP) "molecule $$s" bash -c "set -o pipefail; molecule test -s $$s 2>&1 | tee .cache/logs/molecule-$$s.log" || { \
+	    echo "==> molecule $$s failed; its failures (full log: .cache/logs/molecule-$$s.log):"; \
+	    grep -E 'FAILED|ERROR|fatal:|^[^A-Za-z]*E  ' .cache/logs/molecule-$$s.log | tail -80; exit 1; }; done
 
 test: setup lint unit collection sanity molecule
 	@echo "make test: all stages passed"

@@ -6,6 +6,7 @@
 #
 #   bash tests/locks/regenerate.sh              # all locks
 #   bash tests/locks/regenerate.sh open-webui   # only locks whose file name starts with this
+#   bash tests/locks/regenerate.sh uv           # only uv's own lock (roles/python_runtime/files/uv-<version>.txt)
 #
 # Then: pytest -q tests/unit/test_locks.py, review `git diff --stat`, commit the .in and .txt together.
 #
@@ -38,6 +39,16 @@ sources=()
 [ -d "$cache/wheelhouse" ] && sources+=(--find-links "$cache/wheelhouse")
 for f in ${LOCK_FIND_LINKS:-}; do sources+=(--find-links "$f"); done
 for u in ${LOCK_EXTRA_INDEX_URLS:-}; do sources+=(--extra-index-url "$u"); done
+
+# uv itself (python_runtime installs it with pip --require-hashes into its own venv): every file of the release,
+# any platform, for python_runtime_uv_version.
+if [ -z "${1:-}" ] || [[ "uv" == "${1}"* ]]; then
+  "$uv" pip compile --quiet --generate-hashes --universal --no-header --no-annotate - <<<"uv==$want_uv" \
+    | { echo "# uv for python_runtime's own venv (pip install --require-hashes): every file of the release."
+        echo "# Regenerate: bash tests/locks/regenerate.sh uv"; cat; } > "$repo/roles/python_runtime/files/uv-$want_uv.txt"
+  echo "roles/python_runtime/files/uv-$want_uv.txt: $(grep -c -- '--hash=sha256:' "$repo/roles/python_runtime/files/uv-$want_uv.txt") hashes"
+  [ "${1:-}" = uv ] && exit 0
+fi
 
 cd "$locks"
 shopt -s nullglob

@@ -2,7 +2,7 @@
 # Installs what the controller needs to run test hosts (Debian/Ubuntu, as root); skipped when present.
 set -euo pipefail
 need=()
-for cmd_pkg in podman:podman debootstrap:debootstrap runc:runc iptables:iptables ssh:openssh-client shellcheck:shellcheck chromium:chromium nft:nftables; do
+for cmd_pkg in podman:podman debootstrap:debootstrap runc:runc iptables:iptables ssh:openssh-client shellcheck:shellcheck chromium:chromium nft:nftables sslscan:sslscan; do
   command -v "${cmd_pkg%%:*}" >/dev/null 2>&1 || need+=("${cmd_pkg#*:}")
 done
 if [ ${#need[@]} -eq 0 ]; then

