@@ -8,7 +8,8 @@ printed (pytest -s, or the captured output of a failure).
 - host restart (podman restart of the test host): every unit comes back, nothing failed, the chat is kept;
 - a site.yml run killed mid-way (Open WebUI's venv install, model staging), then run again: converges and serves;
 - a model store on a filesystem too small for the model: refused in preflight with the numbers, nothing changed;
-- package index unreachable while a venv must change: the run fails with a clear message, the site keeps serving.
+- package index failing mid-download while a venv must change: the run fails with a clear message, the site keeps
+  serving.
 """
 
 import json
@@ -198,15 +199,59 @@ def test_model_store_too_small_is_refused_before_any_change(host):
     assert host.check_output(f"find {TINY_STORE} | sort") == before
 
 
-def test_index_unreachable_fails_clearly_and_the_site_keeps_serving(host, api_key, engine_base):
-    # A venv change (one extra package) that needs the index, with the index on a port nothing listens on.
+#: A package index on the test host's loopback that lists tinydb but breaks every download of it after 4 KiB
+#: (a mirror or proxy dying mid-transfer). Stops by itself after 600 s.
+FLAKY_INDEX = r"""
+import http.server, threading, time
+WHEEL = "tinydb-4.8.0-py3-none-any.whl"
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def do_GET(self):
+        if self.path.rstrip("/") == "/simple/tinydb":
+            body = ('<a href="/files/%s">%s</a>' % (WHEEL, WHEEL)).encode()
+            self.send_response(200); self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+        elif self.path == "/files/" + WHEEL:
+            self.send_response(200); self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", "40000"); self.end_headers()
+            self.wfile.write(b"PK" + b"\0" * 4094); self.wfile.flush()
+            self.connection.shutdown(2)
+        else:
+            self.send_error(404)
+    def do_HEAD(self):
+        if self.path == "/files/" + WHEEL:
+            self.send_response(200); self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", "40000"); self.end_headers()
+        else:
+            self.send_error(404)
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 9471), H)
+threading.Timer(600, s.shutdown).start()
+s.serve_forever()
+"""
+
+
+def test_index_failing_mid_download_fails_clearly_and_the_site_keeps_serving(host, api_key, engine_base):
+    # A venv change (one extra package) whose download breaks half-way: the index answers, the file transfer dies.
     # Unlocked for this run: the lock check would (rightly) refuse the extra package before the install.
-    rc, out, _, _ = site('{"open_webui_extra_packages": ["tinydb==4.8.0"]}', 'open_webui_venv_lock=""',
-                         "python_runtime_index_url=https://127.0.0.1:9/simple")
-    assert rc != 0, "the run passed although the package index is unreachable"
-    assert "127.0.0.1:9" in out and re.search(r"(?i)connect|unreachable|failed to fetch", out), out[-3000:]
+    subprocess.run(["podman", "exec", "-i", HOST, "sh", "-c", "cat > /run/flaky_index.py"], input=FLAKY_INDEX,
+                   text=True, check=True, timeout=30)
+    subprocess.run(["podman", "exec", "-d", HOST, "python3", "/run/flaky_index.py"], check=True, timeout=30)
+    try:
+        deadline = time.time() + 30
+        while host.run("curl -fsS http://127.0.0.1:9471/simple/tinydb/").rc != 0:
+            assert time.time() < deadline, "the flaky index did not start"
+            time.sleep(1)
+        rc, out, _, _ = site('{"open_webui_extra_packages": ["tinydb==4.8.0"]}', 'open_webui_venv_lock=""',
+                             "python_runtime_index_url=http://127.0.0.1:9471/simple")
+    finally:
+        host.run("pkill -f /run/flaky_index.py; rm -f /run/flaky_index.py")
+    assert rc != 0, "the run passed although the download broke"
+    assert "tinydb" in out and re.search(r"(?i)failed to (download|fetch|read)|error decoding|connection", out), \
+        out[-3000:]
     assert all(serving(api_key, engine_base).values()), "the site stopped serving after a failed venv change"
     assert host.run(f"{OPEN_WEBUI_VENV}/bin/python -c 'import open_webui'").rc == 0
+    assert host.run(f"{OPEN_WEBUI_VENV}/bin/python -c 'import tinydb'").rc != 0, "a broken download was installed"
     # Back to the configured venv: converges again.
     rc, out, _, _ = site()
     assert rc == 0, out[-5000:]
