@@ -34,19 +34,24 @@ PLAY = """
 """
 
 
-def _run(tmp_path, vault_id):
-    (tmp_path / "cfg").mkdir(exist_ok=True)
-    play = tmp_path / "play.yml"
-    play.write_text(PLAY.format(out=tmp_path / "chosen"))
+def _playbook(tmp_path, play_text, name, vault_id, identity_list, *extra):
+    """Run play_text on this machine with the vault ids of identity_list: (rc, output, environment)."""
+    play = tmp_path / name
+    play.write_text(play_text)
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"),
-               ANSIBLE_VAULT_IDENTITY_LIST=f"ops@{tmp_path / 'vault-pass'}",
-               PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+               ANSIBLE_VAULT_IDENTITY_LIST=identity_list, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
     cmd = [PLAYBOOK, "-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}",
            str(play), "-e", f"open_webui_admin_password_dir={tmp_path / 'secrets'}",
-           "-e", f"open_webui_config_dir={tmp_path / 'cfg'}", "-e", f"open_webui_admin_password_vault_id={vault_id}"]
+           "-e", f"open_webui_admin_password_vault_id={vault_id}", *extra]
     proc = subprocess.run(cmd, cwd=str(REPO), env=env, capture_output=True, text=True, timeout=300)
     return proc.returncode, proc.stdout + proc.stderr, env
+
+
+def _run(tmp_path, vault_id):
+    (tmp_path / "cfg").mkdir(exist_ok=True)
+    return _playbook(tmp_path, PLAY.format(out=tmp_path / "chosen"), "play.yml", vault_id,
+                     f"ops@{tmp_path / 'vault-pass'}", "-e", f"open_webui_config_dir={tmp_path / 'cfg'}")
 
 
 def test_generated_password_is_kept_encrypted_with_the_vault_id(tmp_path):
@@ -94,16 +99,8 @@ PREFLIGHT_PLAY = """
 
 
 def _preflight(tmp_path, vault_id, identity_list):
-    play = tmp_path / "preflight.yml"
-    play.write_text(PREFLIGHT_PLAY)
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"),
-               ANSIBLE_VAULT_IDENTITY_LIST=identity_list, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
-    cmd = [PLAYBOOK, "-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}",
-           str(play), "-e", f"open_webui_admin_password_dir={tmp_path / 'secrets'}",
-           "-e", f"open_webui_admin_password_vault_id={vault_id}"]
-    proc = subprocess.run(cmd, cwd=str(REPO), env=env, capture_output=True, text=True, timeout=300)
-    return proc.returncode, proc.stdout + proc.stderr
+    rc, out, _ = _playbook(tmp_path, PREFLIGHT_PLAY, "preflight.yml", vault_id, identity_list)
+    return rc, out
 
 
 def test_preflight_refuses_a_vault_id_ansible_vault_does_not_have(tmp_path):
