@@ -8,7 +8,7 @@
 #     CONTAINER  default llm-demo
 #     HOST:PORT  HTTPS endpoint as seen from this machine; default the port podman publishes for 443
 #
-# The TLS scan uses sslscan or testssl.sh when installed; otherwise (as on the bundle's CI machine) it
+# The TLS scan uses sslscan (make host-packages installs Debian's) or testssl.sh; without either it
 # probes with `openssl s_client`, one handshake per protocol version and per cipher suite the local
 # OpenSSL knows (`openssl ciphers ALL:COMPLEMENTOFALL:@SECLEVEL=0`). The client runs at security level 0,
 # so a refused legacy protocol or cipher is the server's refusal, not the client's. Suites the local
