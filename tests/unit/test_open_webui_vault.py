@@ -18,6 +18,8 @@ PLAYBOOK = shutil.which("ansible-playbook", path=str(BIN))
 
 pytestmark = pytest.mark.skipif(PLAYBOOK is None, reason="ansible-playbook not installed")
 
+VAULT_PASSWORD = "correct horse battery staple\n"
+
 PLAY = """
 - hosts: localhost
   gather_facts: false
@@ -54,12 +56,17 @@ def _run(tmp_path, vault_id):
                      f"ops@{tmp_path / 'vault-pass'}", "-e", f"open_webui_config_dir={tmp_path / 'cfg'}")
 
 
-def test_generated_password_is_kept_encrypted_with_the_vault_id(tmp_path):
-    (tmp_path / "vault-pass").write_text("correct horse battery staple\n")
+def _generate_encrypted(tmp_path):
+    """A first run with vault id ops (password file vault-pass): (output, environment, the .vault file)."""
+    (tmp_path / "vault-pass").write_text(VAULT_PASSWORD)
     (tmp_path / "secrets").mkdir(mode=0o700)
     rc, out, env = _run(tmp_path, "ops")
     assert rc == 0, out
-    vault = tmp_path / "secrets" / "open-webui-admin.vault"
+    return out, env, tmp_path / "secrets" / "open-webui-admin.vault"
+
+
+def test_generated_password_is_kept_encrypted_with_the_vault_id(tmp_path):
+    out, env, vault = _generate_encrypted(tmp_path)
     chosen = (tmp_path / "chosen").read_text()
     assert len(chosen) == 32 and chosen.isalnum()
     assert vault.read_text().startswith("$ANSIBLE_VAULT;1.2;AES256;ops\n")
@@ -104,7 +111,7 @@ def _preflight(tmp_path, vault_id, identity_list):
 
 
 def test_preflight_refuses_a_vault_id_ansible_vault_does_not_have(tmp_path):
-    (tmp_path / "vault-pass").write_text("correct horse battery staple\n")
+    (tmp_path / "vault-pass").write_text(VAULT_PASSWORD)
     rc, out = _preflight(tmp_path, "opz", f"ops@{tmp_path / 'vault-pass'}")
     assert rc != 0, out
     assert "open_webui_admin_password_vault_id 'opz': ansible-vault has no vault id opz" in out
@@ -117,17 +124,13 @@ def test_preflight_refuses_a_vault_id_ansible_vault_does_not_have(tmp_path):
 
 
 def test_preflight_refuses_a_vault_file_the_configured_ids_cannot_open(tmp_path):
-    (tmp_path / "vault-pass").write_text("correct horse battery staple\n")
-    (tmp_path / "secrets").mkdir(mode=0o700)
-    rc, out, _ = _run(tmp_path, "ops")
-    assert rc == 0, out
-    vault = tmp_path / "secrets" / "open-webui-admin.vault"
+    _, _, vault = _generate_encrypted(tmp_path)
     before = vault.read_text()
     (tmp_path / "vault-pass").write_text("a different password\n")
     rc, out = _preflight(tmp_path, "ops", f"ops@{tmp_path / 'vault-pass'}")
     assert rc != 0, out
     assert f"ansible-vault cannot decrypt {vault}" in out
     assert vault.read_text() == before
-    (tmp_path / "vault-pass").write_text("correct horse battery staple\n")
+    (tmp_path / "vault-pass").write_text(VAULT_PASSWORD)
     rc, out = _preflight(tmp_path, "ops", f"ops@{tmp_path / 'vault-pass'}")
     assert rc == 0, out
