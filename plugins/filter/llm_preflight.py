@@ -52,6 +52,9 @@ RANGES: Dict[str, Tuple[int, Optional[int]]] = dict(
     nginx_conn_per_client=(1, 100000),
     nginx_proxy_read_timeout=(60, 86400),   # below a minute long generations are cut off
     nginx_hsts_max_age=(0, 63072000),
+    postgresql_port=(1, 65535),
+    postgresql_open_webui_replicas=(1, 1000),
+    redis_port=(1, 65535),
 )
 # RestartSec of each engine unit: the start-limit window must hold `burst` restarts.
 RESTART_SEC = {"vllm": 15, "llamacpp": 5}
@@ -85,6 +88,7 @@ NGINX_WORD_LISTS = ("nginx_tls_ciphers", "nginx_tls_curves")     # joined with '
 # --- values written into env files and unit files ----------------------------------------------
 # Where each operator-set string lands (roles/*/templates and the role vars that feed them):
 #   env_quoted  open-webui.env: "value" with \ and " escaped, so only line breaks and NUL break it
+#   conf_quoted postgresql's conf.d/llm-bundle.conf: 'value' with ' doubled, the same
 #   unit        a unit file line (Description=, Environment="N=v", EnvironmentFile=,
 #               LoadCredential=): also ", \ and % (a systemd specifier) break it
 #   unit_word   a space-separated unit setting (User=, Group=, ReadWritePaths=): also whitespace
@@ -122,6 +126,9 @@ FILE_VALUES = {
     "open_webui_admin_name": "env_quoted",
     "open_webui_admin_password": "env_quoted",
     "open_webui_jwt_expires_in": "env_quoted",
+    "open_webui_database_url": "env_quoted",
+    "open_webui_redis_url": "env_quoted",
+    "open_webui_redis_key_prefix": "env_quoted",
     "base_service_group": "unit_word",
     "base_opt_dir": "unit_word",
     "base_state_dir": "unit_word",
@@ -148,14 +155,19 @@ _UNIT_BAD = dict(_ENV_BAD, **{'"': "a double quote", "\\": "a backslash",
                               "%": "a % (systemd specifier)"})
 _EXEC_BAD = dict(_UNIT_BAD, **{"$": "a $ (systemd expands it)", "'": "a single quote"})
 _SPACES = {" ": "a space", "\t": "a tab"}
-_BAD = {"env_quoted": _ENV_BAD, "unit": _UNIT_BAD, "unit_word": dict(_UNIT_BAD, **_SPACES),
-        "exec": _EXEC_BAD, "exec_word": dict(_EXEC_BAD, **_SPACES)}
-_WHERE = {"env_quoted": "the environment file", "unit": "the systemd unit",
-          "unit_word": "the systemd unit", "exec": "the unit's ExecStart line",
-          "exec_word": "the unit's ExecStart line"}
+_BAD = {"env_quoted": _ENV_BAD, "conf_quoted": _ENV_BAD, "unit": _UNIT_BAD,
+        "unit_word": dict(_UNIT_BAD, **_SPACES), "exec": _EXEC_BAD,
+        "exec_word": dict(_EXEC_BAD, **_SPACES)}
+_WHERE = {"env_quoted": "the environment file", "conf_quoted": "PostgreSQL's configuration file",
+          "unit": "the systemd unit", "unit_word": "the systemd unit",
+          "exec": "the unit's ExecStart line", "exec_word": "the unit's ExecStart line"}
 
 # --- secrets -----------------------------------------------------------------------------------
-SECRETS = ("open_webui_admin_password", "llm_api_key")
+SECRETS = ("open_webui_admin_password", "llm_api_key", "open_webui_database_url",
+           "open_webui_redis_url")
+# Datastore passwords (roles postgresql and redis) the operator sets instead of generated ones.
+DATASTORE_PASSWORDS = ("postgresql_password", "redis_password")
+DATASTORE_PASSWORD_MIN = 16
 PASSWORD_MIN = 12
 API_KEY_MIN = 32
 # The engine API key lands unquoted in vllm.env (VLLM_API_KEY=...), in Authorization headers
@@ -238,6 +250,108 @@ def _check_url(problems: List[str], label: str, value: Any, name: str, optional:
     if why:
         problems.append("%s %r is not an http(s) URL: it %s; use e.g. %s"
                         % (label, str(value), why, _url_example(name, value)))
+
+
+# --- datastores of several Open WebUI replicas (roles postgresql, redis) -------------------------
+# Open WebUI 0.12.4 has psycopg 3 and no psycopg2 in its venv: the open_webui role writes these
+# schemes as postgresql+psycopg://. A URL holds a password: messages never quote it.
+DATABASE_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+DATABASE_EXAMPLE = "postgresql://open_webui:<password>@127.0.0.1:5432/open_webui"
+REDIS_SCHEMES = ("redis", "rediss")
+REDIS_EXAMPLE = "redis://open-webui:<password>@127.0.0.1:6379/0"
+PG_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")     # unquoted identifiers (pg_hba.conf)
+REDIS_USER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")    # one word in the ACL line, plain in a URL
+REDIS_MEMORY_RE = re.compile(r"^[0-9]+(b|kb|k|mb|m|gb|g)?\Z", re.I)
+PG_SETTING_RE = re.compile(r"^[a-z_][a-z0-9_.]*\Z")
+ADDRESS_LISTS = ("postgresql_listen_addresses", "redis_bind_addresses")  # IP addresses to listen on
+NETWORK_LISTS = ("postgresql_allow_from",)                                 # addresses or networks
+# Every variable _datastore_problems checks (tests/unit/test_llm_preflight.py reads this).
+DATASTORE_URLS = ("open_webui_database_url", "open_webui_redis_url")
+DATASTORE_CHECKED = DATASTORE_URLS + ADDRESS_LISTS + NETWORK_LISTS + DATASTORE_PASSWORDS + (
+    "postgresql_database", "postgresql_user", "postgresql_settings", "redis_user",
+    "redis_maxmemory")
+
+
+def _datastore_url_problem(name: str, value: Any, schemes: Tuple[str, ...], example: str,
+                           path_re: str, path_what: str) -> Optional[str]:
+    text = str(value)
+    if text == "":
+        return None
+    if any(c.isspace() for c in text):
+        return "%s has whitespace: use e.g. %s" % (name, example)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 raises on a port that is not a number or out of range
+    except ValueError as exc:
+        return "%s cannot be parsed (%s): use e.g. %s" % (name, exc, example)
+    if "://" not in text:
+        return "%s has no scheme: use a %s:// URL, e.g. %s" % (name, schemes[0], example)
+    if parts.scheme not in schemes:
+        return ("%s has the scheme %s://, which Open WebUI cannot use here: use a %s URL, e.g. %s"
+                % (name, parts.scheme, " or ".join(s + "://" for s in schemes), example))
+    if not parts.hostname:
+        return "%s has no host: use e.g. %s" % (name, example)
+    if not re.match(path_re, parts.path):
+        return "%s does not end in %s: use e.g. %s" % (name, path_what, example)
+    return None
+
+
+def _network_problem(name: str, item: Any) -> Optional[str]:
+    try:
+        ipaddress.ip_network(str(item), strict=True)
+    except ValueError as exc:
+        try:
+            hint = ipaddress.ip_network(str(item), strict=False).with_prefixlen
+        except ValueError:
+            hint = "10.0.0.0/24"
+        return ("%s has %r, which is not an IP address or network (%s): use e.g. %s"
+                % (name, str(item), exc, hint))
+    return None
+
+
+def _datastore_problems(values: Dict[str, Any]) -> List[str]:
+    p = []
+    database_url = values.get("open_webui_database_url", "")
+    why = _datastore_url_problem("open_webui_database_url", database_url, DATABASE_SCHEMES,
+                                 DATABASE_EXAMPLE, r"^/[^/]+\Z", "/<database>")
+    if why and "postgresql+psycopg2" in str(database_url):
+        why += " (psycopg2 is not in Open WebUI's venv; psycopg 3 is)"
+    redis_url = values.get("open_webui_redis_url", "")
+    why_redis = _datastore_url_problem("open_webui_redis_url", redis_url, REDIS_SCHEMES,
+                                       REDIS_EXAMPLE, r"^(/[0-9]+)?/?\Z", "/<database number>")
+    p.extend(w for w in (why, why_redis) if w)
+    for name in ("postgresql_database", "postgresql_user"):
+        if name in values and not PG_NAME_RE.match(str(values[name])):
+            fixed = re.sub(r"[^a-z0-9_]", "_", str(values[name]).lower()).lstrip("0123456789")
+            p.append("%s %r is not a plain PostgreSQL name (lower-case letters, digits and _, "
+                     "starting with a letter or _, at most 63): use e.g. %s"
+                     % (name, str(values[name]), fixed[:63] or "open_webui"))
+    if "redis_user" in values and not REDIS_USER_RE.match(str(values["redis_user"])):
+        p.append("redis_user %r is not one word of letters, digits, _ . and -: use e.g. open-webui"
+                 % str(values["redis_user"]))
+    if "redis_maxmemory" in values and not REDIS_MEMORY_RE.match(str(values["redis_maxmemory"])):
+        p.append("redis_maxmemory %r is not a Redis memory size: use e.g. 256mb or 1gb"
+                 % str(values["redis_maxmemory"]))
+    for name in ADDRESS_LISTS:
+        for item in values.get(name) or []:
+            if not _is_ip(str(item)) or str(item).startswith("["):
+                p.append("%s has %r, which is not an IP address: use e.g. 10.0.0.5 (the host's "
+                         "private address)" % (name, str(item)))
+    for name in NETWORK_LISTS:
+        p.extend(w for w in (_network_problem(name, i) for i in values.get(name) or []) if w)
+    settings = values.get("postgresql_settings") or {}
+    for key, value in sorted(settings.items(), key=lambda kv: str(kv[0])):
+        if not PG_SETTING_RE.match(str(key)):
+            p.append("postgresql_settings has the key %r, which is not a PostgreSQL setting name: "
+                     "use e.g. work_mem" % str(key))
+        p.extend(_file_value_problems("postgresql_settings.%s" % key, value, "conf_quoted", False))
+    for name in DATASTORE_PASSWORDS:
+        password = str(values.get(name) or "")
+        if password and len(password) < DATASTORE_PASSWORD_MIN:
+            p.append("%s has %d characters: use at least %d (or leave it empty: a 32-character one "
+                     "is generated and kept in .secrets/)"
+                     % (name, len(password), DATASTORE_PASSWORD_MIN))
+    return p
 
 
 def _password_classes(password: str) -> List[str]:
@@ -434,7 +548,7 @@ def llm_value_problems(values: Dict[str, Any],
     values = dict(values or {})
     defaults = dict(defaults or {})
     return (_range_problems(values, defaults) + _format_problems(values)
-            + _secret_problems(values) + _file_problems(values))
+            + _secret_problems(values) + _file_problems(values) + _datastore_problems(values))
 
 
 # --- files on the controller -------------------------------------------------------------------

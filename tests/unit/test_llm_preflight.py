@@ -49,7 +49,8 @@ def test_every_variable_the_checks_name_is_declared_by_a_role():
     named = set(RANGES) | set(FILE_VALUES) | set(FILE_DICTS) | set(FILE_LISTS) | set(HOST_PATHS) | set(URLS) \
         | set(URL_LISTS) | set(llm_preflight.HOST_NAMES) | set(llm_preflight.HOST_NAME_LISTS) \
         | set(llm_preflight.PROXIES) | set(llm_preflight.ACCOUNTS) | set(llm_preflight.NGINX_RATES) \
-        | set(llm_preflight.NGINX_WORD_LISTS) | set(llm_preflight.SECRETS) | set(llm_preflight.OUR_USERS)
+        | set(llm_preflight.NGINX_WORD_LISTS) | set(llm_preflight.SECRETS) | set(llm_preflight.OUR_USERS) \
+        | set(llm_preflight.DATASTORE_CHECKED)
     assert named - role_options() == set()
 
 
@@ -58,24 +59,30 @@ def test_every_url_variable_is_checked():
     # options are set by the engine roles, not by the operator.
     urls = {n for n in _spec_options() if re.search(r"_urls?$|_mirror$|_upstream$", n)
             and not n.startswith(("model_store_", "engine_service_"))}
-    assert urls - set(URLS) - set(URL_LISTS) == set()
+    assert urls - set(URLS) - set(URL_LISTS) - set(llm_preflight.DATASTORE_URLS) == set()
 
 
 def test_every_host_path_variable_is_checked():
     controller = {"llm_plan_report_dir", "open_webui_admin_password_dir", "base_extra_ca_certificates",
                   "llamacpp_package_store", "llamacpp_package_dir", "python_runtime_wheelhouse_src",
-                  "nginx_tls_certificate_src", "nginx_tls_certificate_key_src"}
+                  "nginx_tls_certificate_src", "nginx_tls_certificate_key_src",
+                  "postgresql_password_dir", "redis_password_dir",
+                  # base's controller_secret entry point: set by the calling roles, never by the operator
+                  "base_secret_dir", "base_secret_file"}
+    not_paths = {"open_webui_redis_key_prefix"}  # Open WebUI's REDIS_KEY_PREFIX, a word
     paths = {n for n, o in _spec_options().items()
              if (o.get("type") == "path" or re.search(r"_(dir|file|home|prefix|path)$", n))
              and not n.startswith(("model_store_", "engine_service_", "nvidia_driver_", "cuda_toolkit_"))
-             and n not in controller}
+             and n not in controller | not_paths}
     assert paths - set(HOST_PATHS) == set()
 
 
 TEMPLATES = ["roles/vllm/templates/vllm.env.j2", "roles/vllm/templates/vllm.service.j2",
              "roles/llamacpp/templates/llamacpp.service.j2",
              "roles/open_webui/templates/open-webui.env.j2",
-             "roles/open_webui/templates/open-webui.service.j2"]
+             "roles/open_webui/templates/open-webui.service.j2",
+             "roles/postgresql/templates/llm-bundle.conf.j2", "roles/postgresql/templates/pg_hba.conf.j2",
+             "roles/redis/templates/redis.conf.j2"]
 # The role vars the unit templates render (_vllm_environment, _llamacpp_args, _llamacpp_environment).
 TEMPLATE_VARS = {"roles/vllm/vars/main.yml": ["_vllm_environment", "_vllm_gpu_environment"],
                  "roles/llamacpp/vars/main.yml": ["_llamacpp_args", "_llamacpp_environment"]}
@@ -93,11 +100,13 @@ def test_every_string_an_env_or_unit_template_writes_is_checked():
     for path, names in TEMPLATE_VARS.items():
         data = yaml.safe_load((REPO / path).read_text())
         text += "".join(str(data[n]) for n in names)
-    read = set(re.findall(r"(?<![\w.])((?:llm|vllm|llamacpp|open_webui|base)_[a-z0-9_]+)", text))
+    read = set(re.findall(r"(?<![\w.])((?:llm|vllm|llamacpp|open_webui|base|postgresql|redis)_[a-z0-9_]+)",
+                          text))
     unchecked = {n for n in read
                  if n in options and n not in NOT_STRINGS_CHECKED_ELSEWHERE
                  and options[n].get("type") not in ("int", "bool") and not options[n].get("choices")
-                 and n not in FILE_VALUES and n not in FILE_DICTS and n not in FILE_LISTS}
+                 and n not in FILE_VALUES and n not in FILE_DICTS and n not in FILE_LISTS
+                 and n not in llm_preflight.DATASTORE_CHECKED}
     assert unchecked == set()
 
 
@@ -368,3 +377,88 @@ def test_invisible_process_and_unread_listeners():
     _one(llm_port_problems({}, DEFAULTS, "vllm", [_listener(80, "", "", pid=0)]),
          "nginx_http_port 80 is in use on the host by a process Ansible cannot see")
     assert llm_port_problems({}, DEFAULTS, "vllm", None) == []
+
+
+# --- datastores of several Open WebUI replicas (roles postgresql, redis) ------------------------
+PG_SECRET = "Pg5ecretPg5ecretPg5ecret"
+
+
+@pytest.mark.parametrize("url,needle", [
+    ("mysql://open_webui:%s@db/open_webui" % PG_SECRET,
+     "open_webui_database_url has the scheme mysql://, which Open WebUI cannot use here: use a postgresql:// "
+     "or postgres:// or postgresql+psycopg:// URL, e.g. postgresql://open_webui:<password>@127.0.0.1:5432/open_webui"),
+    ("sqlite:////var/lib/llm/open-webui/webui.db", "has the scheme sqlite://"),
+    ("postgresql+psycopg2://open_webui:%s@db/open_webui" % PG_SECRET,
+     "(psycopg2 is not in Open WebUI's venv; psycopg 3 is)"),
+    ("open_webui:%s@db/open_webui" % PG_SECRET, "open_webui_database_url has no scheme: use a postgresql:// URL"),
+    ("postgresql://open_webui:%s@/open_webui" % PG_SECRET, "open_webui_database_url has no host"),
+    ("postgresql://open_webui:%s@db:5432" % PG_SECRET, "open_webui_database_url does not end in /<database>"),
+    ("postgresql://open_webui:%s@db:99999/open_webui" % PG_SECRET, "open_webui_database_url cannot be parsed"),
+])
+def test_database_url_must_be_postgresql_and_is_never_quoted(url, needle):
+    problem = _one(llm_value_problems({"open_webui_database_url": url}), needle)
+    assert PG_SECRET not in problem
+
+
+@pytest.mark.parametrize("url,needle", [
+    ("http://open-webui:%s@cache:6379/0" % PG_SECRET,
+     "open_webui_redis_url has the scheme http://, which Open WebUI cannot use here: use a redis:// or rediss:// "
+     "URL, e.g. redis://open-webui:<password>@127.0.0.1:6379/0"),
+    ("cache:6379", "open_webui_redis_url has no scheme: use a redis:// URL"),
+    ("redis://open-webui:%s@cache:6379/zero" % PG_SECRET, "open_webui_redis_url does not end in /<database number>"),
+])
+def test_redis_url_must_be_redis_or_rediss_and_is_never_quoted(url, needle):
+    problem = _one(llm_value_problems({"open_webui_redis_url": url}), needle)
+    assert PG_SECRET not in problem
+
+
+def test_working_datastore_urls_and_empty_ones_pass():
+    for values in ({"open_webui_database_url": "", "open_webui_redis_url": ""},
+                   {"open_webui_database_url": "postgresql://open_webui:%s@10.0.0.5:5432/open_webui" % PG_SECRET,
+                    "open_webui_redis_url": "redis://open-webui:%s@10.0.0.5:6379/0" % PG_SECRET},
+                   {"open_webui_database_url": "postgres://u:%s@db.example.com/open_webui" % PG_SECRET,
+                    "open_webui_redis_url": "rediss://:%s@[fd00::7]:6380" % PG_SECRET},
+                   {"open_webui_database_url": "postgresql+psycopg://u:%s@db/owui?sslmode=require" % PG_SECRET}):
+        assert llm_value_problems(values) == [], values
+
+
+def test_secret_url_with_a_line_break_is_named_not_quoted():
+    problems = llm_value_problems({"open_webui_redis_url": "redis://:%s@cache/0\nENABLE_SIGNUP=True" % PG_SECRET})
+    assert "open_webui_redis_url contains a line break, which would break the environment file: remove it" \
+        in problems
+    assert not [p for p in problems if PG_SECRET in p or "ENABLE_SIGNUP" in p]
+
+
+@pytest.mark.parametrize("values,needle", [
+    ({"postgresql_allow_from": ["10.0.0.1/24"]},
+     "postgresql_allow_from has '10.0.0.1/24', which is not an IP address or network (10.0.0.1/24 has host bits "
+     "set): use e.g. 10.0.0.0/24"),
+    ({"postgresql_allow_from": ["db.example.com"]}, "postgresql_allow_from has 'db.example.com', which is not"),
+    ({"postgresql_listen_addresses": ["0.0.0.0/0"]},
+     "postgresql_listen_addresses has '0.0.0.0/0', which is not an IP address: use e.g. 10.0.0.5"),
+    ({"redis_bind_addresses": ["[fd00::7]"]}, "redis_bind_addresses has '[fd00::7]', which is not an IP address"),
+    ({"postgresql_user": "Open-WebUI"},
+     "postgresql_user 'Open-WebUI' is not a plain PostgreSQL name (lower-case letters, digits and _, starting with "
+     "a letter or _, at most 63): use e.g. open_webui"),
+    ({"postgresql_database": "1chats"}, "postgresql_database '1chats' is not a plain PostgreSQL name"),
+    ({"redis_user": "open webui"}, "redis_user 'open webui' is not one word"),
+    ({"redis_maxmemory": "half"}, "redis_maxmemory 'half' is not a Redis memory size: use e.g. 256mb or 1gb"),
+    ({"postgresql_settings": {"work-mem": "16MB"}}, "postgresql_settings has the key 'work-mem'"),
+    ({"postgresql_settings": {"work_mem": "16MB\nfsync = off"}},
+     "postgresql_settings.work_mem contains a line break, which would break PostgreSQL's configuration file"),
+    ({"redis_password": "short-pw"}, "redis_password has 8 characters: use at least 16"),
+    ({"postgresql_port": 0}, "postgresql_port 0 is out of range: use 1 - 65535"),
+    ({"postgresql_open_webui_replicas": 0}, "postgresql_open_webui_replicas 0 is out of range: use 1 - 1000"),
+])
+def test_bad_datastore_values_are_refused(values, needle):
+    _one(llm_value_problems(values), needle)
+
+
+def test_good_datastore_values_pass():
+    assert llm_value_problems({
+        "postgresql_allow_from": ["10.0.0.7", "10.0.1.0/24", "fd00::/64"],
+        "postgresql_listen_addresses": ["10.0.0.5", "fd00::5"], "redis_bind_addresses": ["10.0.0.5"],
+        "postgresql_user": "open_webui", "postgresql_database": "open_webui", "redis_user": "open-webui",
+        "redis_maxmemory": "1gb", "postgresql_settings": {"work_mem": "16MB", "log_min_duration_statement": 500},
+        "postgresql_password": "x" * 16, "redis_password": "", "postgresql_open_webui_replicas": 10,
+    }) == []

@@ -103,6 +103,10 @@ RUNS = {
         json.dumps({"open_webui_admin_name": "Admin\nENABLE_SIGNUP=True",
                     "vllm_environment": {"HTTP_PROXY": 'http://proxy:3128"'}}),
         "open_webui_port=%d" % f["port"],
+        # The datastores of several replicas (roles postgresql and redis): URLs hold a password.
+        "open_webui_database_url=mysql://open_webui:Db5ecretDb5ecretDb5ecret@db.example.com/open_webui",
+        "open_webui_redis_url=http://cache.example.com:6379",
+        json.dumps({"postgresql_allow_from": ["10.0.0.1/24"]}),
     ],
     "tls": lambda f: [
         "llm_server_name=llm.example.com",
@@ -149,6 +153,12 @@ def preflight_run(tmp_path_factory):
     ("values", "vllm_environment.HTTP_PROXY contains a double quote, which would break the systemd unit"),
     ("values", "open_webui_port {port} is in use on the host by "),
     ("values", "(pid {pid}, user "),
+    ("values", "open_webui_database_url has the scheme mysql://, which Open WebUI cannot use here: use a "
+               "postgresql:// or postgres:// or postgresql+psycopg:// URL, e.g. "
+               "postgresql://open_webui:<password>@127.0.0.1:5432/open_webui"),
+    ("values", "open_webui_redis_url has the scheme http://, which Open WebUI cannot use here: use a redis:// or "
+               "rediss:// URL, e.g. redis://open-webui:<password>@127.0.0.1:6379/0"),
+    ("values", "postgresql_allow_from has '10.0.0.1/24', which is not an IP address or network"),
     ("tls", "nginx_tls_certificate_key_src '{other_key}' is not the key of nginx_tls_certificate_src '{cert}'"),
     ("tls", "base_extra_ca_certificates[1] '{ca_der}' is not a PEM certificate"),
     ("tls_name", "nginx_tls_certificate_src '{wrong_name_cert}' does not name the server llm.example.com"),
@@ -161,6 +171,7 @@ def test_bad_value_file_or_port_stops_site_in_preflight(preflight_run, run, need
     assert "PLAY [Deploy the LLM stack]" not in out, out
     # The run's secrets are named, never printed.
     assert "sk-short" not in out.split("PLAY [Preflight")[1] and "aaaaaaaaaaaa" not in out, out
+    assert "Db5ecret" not in out, out
 
 
 def _offline_model(tmp_path):
@@ -204,7 +215,10 @@ def test_site_accepts_good_operator_values_files_and_ports(tmp_path):
                                 "llm_api_key": "0123456789abcdef" * 4,
                                 "open_webui_admin_email": "ops+llm@llm.example.com",
                                 "python_runtime_index_url": "https://pypi.org/simple",
-                                "vllm_environment": {"HTTP_PROXY": "http://proxy.example.com:3128"}}),
+                                "vllm_environment": {"HTTP_PROXY": "http://proxy.example.com:3128"},
+                                "open_webui_database_url": "postgresql://open_webui:Db5ecretDb5ecret@10.0.0.5/open_webui",
+                                "open_webui_redis_url": "redis://open-webui:R3disR3disR3dis@10.0.0.5:6379/0",
+                                "postgresql_allow_from": ["10.0.0.0/24", "10.0.1.7"]}),
                     tags="preflight")
     assert rc == 0, out
     assert "TASK [Check ranges, formats, secrets, certificate files and ports]" in out, out
