@@ -1,0 +1,171 @@
+"""A fleet of two hosts (molecule/fleet): both engines and fronts, PostgreSQL and Redis on the first."""
+
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import testinfra
+
+REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+sys.path.insert(0, str(REPO / "tests" / "helpers"))
+import host_http  # noqa: E402  the tests' one HTTP helper
+
+A, B = "llm-fleet-a", "llm-fleet-b"
+HOSTS = {name: testinfra.get_host(f"podman://{name}") for name in (A, B)}
+testinfra_hosts = [f"podman://{A}"]  # the checks pick their hosts themselves
+MODEL = "tiny-qwen2.5-instruct"
+ENDPOINT_PORT = 9443
+GATEWAY = "http://127.0.0.1:8090"
+KEY_FILE = "/etc/llm/llamacpp.key"
+ENV_FILE = "/etc/llm/open-webui/open-webui.env"
+
+
+def _address(name):
+    return HOSTS[name].check_output("ip -4 -o route get 1.1.1.1 | sed -E 's/.* src ([0-9.]+).*/\\1/'").strip()
+
+
+@pytest.fixture(scope="module")
+def api_key():
+    keys = {}
+    for name, h in HOSTS.items():
+        with h.sudo():
+            keys[name] = h.file(KEY_FILE).content_string.strip()
+    assert keys[A] == keys[B], "the engines of a fleet share one API key"
+    return keys[A]
+
+
+def _metric(name, metric="llamacpp:requests_processing"):
+    """One counter of an engine's /metrics, read on the engine host over loopback."""
+    h = HOSTS[name]
+    with h.sudo():
+        key = h.file(KEY_FILE).content_string.strip()
+    status, text, _ = host_http.request(name, "http://127.0.0.1:8081/metrics",
+                                        headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    assert status == 200, text
+    for line in text.splitlines():
+        if line.startswith(metric + " ") or line.startswith(metric + "{"):
+            return float(line.split()[-1])
+    raise AssertionError(f"{metric} not in /metrics of {name}: {text[:500]}")
+
+
+def _chat(front, key, headers=None, max_tokens=4):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": max_tokens}
+    all_headers = {"Authorization": f"Bearer {key}", **(headers or {})}
+    return host_http.request(front, GATEWAY + "/v1/chat/completions", headers=all_headers, body=body, timeout=120)
+
+
+def test_requests_through_a_front_reach_both_engines(api_key):
+    counter = "llamacpp:prompt_tokens_total"
+    before = {n: _metric(n, counter) for n in HOSTS}
+    for _ in range(24):
+        status, text, _ = _chat(A, api_key)
+        assert status == 200, text
+    after = {n: _metric(n, counter) for n in HOSTS}
+    assert all(after[n] > before[n] for n in HOSTS), (before, after)
+
+
+def test_a_conversation_sticks_to_one_engine(api_key):
+    counter = "llamacpp:prompt_tokens_total"
+    for front in (A, B):
+        conversation = str(uuid.uuid4())
+        before = {n: _metric(n, counter) for n in HOSTS}
+        for _ in range(8):
+            status, text, _ = _chat(front, api_key, headers={"X-OpenWebUI-Chat-Id": conversation})
+            assert status == 200, text
+        after = {n: _metric(n, counter) for n in HOSTS}
+        moved = [n for n in HOSTS if after[n] > before[n]]
+        assert len(moved) == 1, (front, before, after)
+
+
+def test_the_public_api_is_balanced_too(api_key):
+    # Through nginx's HTTPS site of the second front, as an API client would call it.
+    status, text, _ = host_http.request(B, "https://127.0.0.1/v1/chat/completions",
+                                        headers={"Authorization": f"Bearer {api_key}"},
+                                        body={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}],
+                                              "max_tokens": 2}, timeout=120, options=["insecure"])
+    assert status == 200, text
+
+
+def test_engines_listen_on_the_private_address_with_tls_only():
+    for name, h in HOSTS.items():
+        addr = _address(name)
+        sockets = h.check_output("ss -Htln")
+        assert f"{addr}:{ENDPOINT_PORT}" in sockets, sockets
+        assert "127.0.0.1:8081" in sockets and "0.0.0.0:8081" not in sockets, sockets
+
+
+def test_engines_refuse_the_front_without_tls_or_key(api_key):
+    target = _address(B)
+    a = HOSTS[A]
+    # Plain HTTP to the TLS endpoint: nginx refuses it.
+    plain = a.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 http://{target}:{ENDPOINT_PORT}/v1/models")
+    assert plain.stdout.strip() == "400", plain.stdout
+    ca = "/etc/nginx/tls/fleet-ca.crt"
+    tls = (f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 30 --cacert {ca} "
+           f"--resolve llm-engine.fleet.internal:{ENDPOINT_PORT}:{target} "
+           f"https://llm-engine.fleet.internal:{ENDPOINT_PORT}/v1/chat/completions "
+           "-H 'Content-Type: application/json' "
+           f"-d '{json.dumps({'model': MODEL, 'messages': [{'role': 'user', 'content': 'x'}], 'max_tokens': 1})}'")
+    # TLS verified against the fleet CA, no key: the engine refuses it.
+    no_key = a.run(tls)
+    assert no_key.stdout.strip() == "401", no_key.stdout + no_key.stderr
+    # The certificate is the fleet CA's: a client that trusts only the system CAs refuses it.
+    untrusted = a.run(tls.replace(f"--cacert {ca} ", ""))
+    assert untrusted.rc == 60, untrusted.stdout + untrusted.stderr
+
+
+def test_engines_refuse_anything_but_the_fronts():
+    # This machine (the podman bridge's gateway address) is no front: the engine hosts' firewalls drop it.
+    import subprocess
+    for name in HOSTS:
+        addr = _address(name)
+        out = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5",
+                              f"https://{addr}:{ENDPOINT_PORT}/health"], capture_output=True, text=True)
+        assert out.stdout.strip() == "000" and out.returncode == 28, (name, out)
+        db = subprocess.run(["timeout", "5", "bash", "-c", f"exec 3<>/dev/tcp/{_address(A)}/5432"],
+                            capture_output=True, text=True)
+        assert db.returncode != 0, "PostgreSQL must be closed to non-fronts"
+
+
+def test_open_webui_runs_on_postgresql_and_redis():
+    for name, h in HOSTS.items():
+        with h.sudo():
+            env = h.file(ENV_FILE).content_string
+        assert 'DATABASE_URL="postgresql+psycopg://' in env, name
+        assert 'WEBSOCKET_MANAGER="redis"' in env, name
+        assert f'OPENAI_API_BASE_URLS="{GATEWAY}/v1"' in env, name
+    with HOSTS[A].sudo():
+        ka = HOSTS[A].file("/etc/llm/open-webui/secret-key").content_string
+    with HOSTS[B].sudo():
+        kb = HOSTS[B].file("/etc/llm/open-webui/secret-key").content_string
+    assert ka == kb and len(ka.strip()) == 64
+    assert HOSTS[A].service("postgresql").is_running and HOSTS[A].service("redis-server").is_running
+    assert not HOSTS[B].package("postgresql").is_installed
+
+
+def _signin(front):
+    pw = (REPO / ".secrets" / A / "open-webui-admin").read_text().strip()
+    email = "admin@localhost"  # open_webui_admin_email with the demo's llm_server_name
+    status, text, _ = host_http.request(front, "http://127.0.0.1:3000/api/v1/auths/signin",
+                                        body={"email": email, "password": pw}, timeout=60)
+    assert status == 200, text
+    return json.loads(text)["token"]
+
+
+def test_a_chat_made_on_one_front_is_seen_on_the_other():
+    token_a = _signin(A)
+    title = "fleet-" + uuid.uuid4().hex[:8]
+    chat = {"chat": {"title": title, "messages": [], "history": {"messages": {}, "currentId": None}}}
+    status, text, _ = host_http.request(A, "http://127.0.0.1:3000/api/v1/chats/new",
+                                        headers={"Authorization": f"Bearer {token_a}"}, body=chat, timeout=60)
+    assert status == 200, text
+    chat_id = json.loads(text)["id"]
+    # The session made on A is valid on B (one WEBUI_SECRET_KEY), and B reads the chat from PostgreSQL.
+    status, text, _ = host_http.request(B, f"http://127.0.0.1:3000/api/v1/chats/{chat_id}",
+                                        headers={"Authorization": f"Bearer {token_a}"}, timeout=60)
+    assert status == 200, text
+    assert json.loads(text)["chat"]["title"] == title

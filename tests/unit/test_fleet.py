@@ -1,0 +1,80 @@
+"""The fleet layout filters (plugins/filter/llm_fleet.py): groups -> parts, weights, firewall peers."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("llm_fleet", REPO / "plugins" / "filter" / "llm_fleet.py")
+llm_fleet = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(llm_fleet)
+
+PORTS = {"engine": 9443, "postgresql": 5432, "redis": 6379}
+
+
+def _hv(address, plan=None, **extra):
+    return {"ansible_facts": {"default_ipv4": {"address": address}}, "llm_plan": plan or {}, **extra}
+
+
+def test_no_fleet_groups_keeps_every_host_an_island():
+    topo = llm_fleet.llm_fleet_topology({"all": ["a", "b"], "llm_hosts": ["a", "b"]}, ["a", "b"])
+    assert topo == {"fleet": False, "engines": [], "fronts": [], "datastore": "", "errors": []}
+    layout = llm_fleet.llm_fleet_layout({}, topo, "a", {})
+    assert layout["engine"] and layout["front"] and not layout["datastore"]
+    assert layout["engines"] == [] and layout["firewall_allow"] == []
+
+
+def test_datastore_defaults_to_the_first_front():
+    topo = llm_fleet.llm_fleet_topology({"llm_engines": ["g1", "g2"], "llm_fronts": ["f1", "f2"]},
+                                        ["f1", "f2", "g1", "g2"])
+    assert topo["fleet"] and topo["datastore"] == "f1" and topo["errors"] == []
+
+
+@pytest.mark.parametrize("groups, hosts, needle", [
+    ({"llm_fronts": ["f1"]}, ["f1"], "llm_engines is empty"),
+    ({"llm_engines": ["g1"]}, ["g1"], "llm_fronts is empty"),
+    ({"llm_engines": ["g1"], "llm_fronts": ["f1"], "llm_datastore": ["d1", "d2"]}, ["g1", "f1", "d1", "d2"],
+     "llm_datastore must hold one host"),
+    ({"llm_engines": ["g1"], "llm_fronts": ["f1"]}, ["g1", "f1", "stray"], "these are in none: stray"),
+])
+def test_impossible_layouts_are_named(groups, hosts, needle):
+    errors = llm_fleet.llm_fleet_topology(groups, hosts)["errors"]
+    assert any(needle in e for e in errors), errors
+
+
+@pytest.mark.parametrize("plan, weight", [
+    ({}, 1),
+    ({"kv_cache_tokens": 4096}, 1),
+    ({"kv_cache_tokens": 4097}, 2),
+    # RTX 3060 12 GB Q4_K_M plan vs an H200's bf16 plan with two data-parallel copies (capped at 100).
+    ({"kv_cache_tokens": 32768}, 8),
+    ({"kv_cache_tokens": 229376, "data_parallel_size": 2}, 100),
+])
+def test_gateway_weight_follows_the_kv_cache(plan, weight):
+    assert llm_fleet.llm_gateway_weight(plan) == weight
+
+
+def test_layout_of_a_front_engine_and_datastore_host():
+    topo = llm_fleet.llm_fleet_topology({"llm_engines": ["a", "b"], "llm_fronts": ["a", "c"]}, ["a", "b", "c"])
+    hv = {"a": _hv("10.0.0.1", {"kv_cache_tokens": 8192}),
+          "b": _hv("10.0.0.2", {"kv_cache_tokens": 65536}, llm_gateway_weight=3),
+          "c": {"llm_private_address": "10.0.1.9", "ansible_facts": {}}}
+    a = llm_fleet.llm_fleet_layout(hv, topo, "a", PORTS)
+    assert a["address"] == "10.0.0.1" and a["engine"] and a["front"] and a["datastore"]
+    assert a["engines"] == [{"name": "a", "address": "10.0.0.1", "port": 9443, "weight": 2},
+                            {"name": "b", "address": "10.0.0.2", "port": 9443, "weight": 3}]
+    assert a["front_addresses"] == ["10.0.0.1", "10.0.1.9"]
+    assert [(r["port"], r["from"]) for r in a["firewall_allow"]] == [
+        (9443, ["10.0.0.1", "10.0.1.9"]), (5432, ["10.0.0.1", "10.0.1.9"]), (6379, ["10.0.0.1", "10.0.1.9"])]
+    b = llm_fleet.llm_fleet_layout(hv, topo, "b", PORTS)
+    assert not b["front"] and b["engines"] == [] and b["datastore_address"] == "10.0.0.1"
+    assert [r["port"] for r in b["firewall_allow"]] == [9443]
+    c = llm_fleet.llm_fleet_layout(hv, topo, "c", PORTS)
+    assert c["address"] == "10.0.1.9" and not c["engine"] and c["firewall_allow"] == []
+
+
+def test_a_host_without_an_address_is_named():
+    topo = llm_fleet.llm_fleet_topology({"llm_engines": ["a"], "llm_fronts": ["a"]}, ["a"])
+    with pytest.raises(ValueError, match="set llm_private_address for it"):
+        llm_fleet.llm_fleet_layout({"a": {"ansible_facts": {}}}, topo, "a", PORTS)
