@@ -36,33 +36,36 @@ def _names(value: Any) -> List[str]:
     return [str(h) for h in (value or [])]
 
 
-def llm_fleet_topology(groups: Mapping[str, Any], play_hosts: Iterable[str] = ()) -> Dict[str, Any]:
+def llm_fleet_topology(groups: Mapping[str, Any],
+                       play_hosts: Iterable[str] = ()) -> Dict[str, Any]:
     """Read the fleet groups. 'errors' lists what must change before anything is touched."""
     engines = _names(groups.get(ENGINES))
     fronts = _names(groups.get(FRONTS))
     stores = _names(groups.get(DATASTORE))
     if not engines and not fronts:
-        return {"fleet": False, "engines": [], "fronts": [], "datastore": "", "errors": []}
+        return {"fleet": False, "engines": [], "fronts": [], "datastore": "",
+                "errors": []}
     errors = []
     if not engines:
         errors.append("group %s is set but %s is empty: put the hosts that run the model in %s "
                       "(a host may be in both)" % (FRONTS, ENGINES, ENGINES))
     if not fronts:
-        errors.append("group %s is set but %s is empty: put the hosts that run nginx and Open WebUI "
-                      "in %s (a host may be in both)" % (ENGINES, FRONTS, FRONTS))
+        errors.append("group %s is set but %s is empty: put the hosts that run nginx and "
+                      "Open WebUI in %s (a host may be in both)" % (ENGINES, FRONTS, FRONTS))
     if len(stores) > 1:
-        errors.append("group %s must hold one host (PostgreSQL and Redis for every Open WebUI), it holds "
-                      "%d: %s" % (DATASTORE, len(stores), ", ".join(stores)))
+        errors.append("group %s must hold one host (PostgreSQL and Redis for every Open WebUI), "
+                      "it holds %d: %s" % (DATASTORE, len(stores), ", ".join(stores)))
     datastore = stores[0] if stores else (fronts[0] if fronts else "")
     stray = [h for h in play_hosts if h not in engines and h not in fronts and h != datastore]
     if stray:
         errors.append("in a fleet every host is in %s, %s or %s; these are in none: %s"
                       % (ENGINES, FRONTS, DATASTORE, ", ".join(stray)))
-    return {"fleet": True, "engines": engines, "fronts": fronts, "datastore": datastore, "errors": errors}
+    return {"fleet": True, "engines": engines, "fronts": fronts, "datastore": datastore,
+            "errors": errors}
 
 
 def llm_gateway_weight(plan: Mapping[str, Any]) -> int:
-    """The gateway weight of an engine host from its plan: ceil(KV tokens x copies / 4096), 1 .. 100."""
+    """An engine host's gateway weight: ceil(KV tokens x copies / 4096), within 1..100."""
     tokens = int((plan or {}).get("kv_cache_tokens") or 0)
     copies = max(int((plan or {}).get("data_parallel_size") or 1), 1)
     return min(max(math.ceil(tokens * copies / TOKENS_PER_WEIGHT), 1), WEIGHT_MAX)
@@ -76,8 +79,8 @@ def _address(hostvars: Mapping[str, Any], host: str) -> str:
     facts = hv.get("ansible_facts") or {}
     address = (facts.get("default_ipv4") or {}).get("address")
     if not address:
-        raise ValueError("no private address for %s: set llm_private_address for it (no default IPv4 "
-                         "route was found in its facts)" % host)
+        raise ValueError("no private address for %s: set llm_private_address for it (no "
+                         "default IPv4 route was found in its facts)" % host)
     return str(address)
 
 
@@ -109,10 +112,10 @@ def llm_fleet_layout(hostvars: Mapping[str, Any], topology: Mapping[str, Any], h
         for name in engines:
             hv = hostvars[name]
             weight = hv.get("llm_gateway_weight") or llm_gateway_weight(hv.get("llm_plan") or {})
-            gateway.append({"name": name, "address": _address(hostvars, name), "port": int(ports["engine"]),
-                            "weight": int(weight)})
-    return {"address": _address(hostvars, host), "engine": is_engine, "front": is_front, "datastore": is_store,
-            "engines": gateway, "front_addresses": front_addresses,
+            gateway.append({"name": name, "address": _address(hostvars, name),
+                            "port": int(ports["engine"]), "weight": int(weight)})
+    return {"address": _address(hostvars, host), "engine": is_engine, "front": is_front,
+            "datastore": is_store, "engines": gateway, "front_addresses": front_addresses,
             "datastore_address": _address(hostvars, topology["datastore"]), "firewall_allow": allow}
 
 

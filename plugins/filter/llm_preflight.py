@@ -65,14 +65,16 @@ HOST_NAME_LISTS = ("nginx_server_aliases", "base_ntp_servers")   # host names or
 # http(s) URLs with a host; the ones in URLS_OPTIONAL may be empty (the spec says what empty does).
 URLS = ("base_debian_mirror", "base_debian_security_mirror", "python_runtime_index_url",
         "python_runtime_python_install_mirror", "open_webui_public_url",
-        "nginx_open_webui_upstream", "nginx_api_upstream", "nginx_engine_local_url", "cuda_repo_url")
+        "nginx_open_webui_upstream", "nginx_api_upstream", "nginx_engine_local_url",
+        "cuda_repo_url")
 URLS_OPTIONAL = ("python_runtime_index_url", "python_runtime_python_install_mirror",
                  "nginx_api_upstream", "nginx_engine_local_url")
 URL_LISTS = ("python_runtime_extra_index_urls", "vllm_extra_index_urls",
              "open_webui_extra_index_urls")
 PROXIES = ("base_proxy", "python_runtime_proxy")                 # dicts: http_proxy, https_proxy
 # Paths on the hosts: systemd and the roles need them absolute.
-HOST_PATHS = ("nginx_gateway_dir", "base_opt_dir", "base_state_dir", "base_config_dir", "base_api_key_file",
+HOST_PATHS = ("nginx_gateway_dir", "base_opt_dir", "base_state_dir", "base_config_dir",
+              "base_api_key_file",
               "python_runtime_uv_dir", "python_runtime_wheelhouse_dir", "python_runtime_cache_dir",
               "vllm_venv_dir", "vllm_state_dir", "vllm_config_file", "vllm_env_file",
               "vllm_model_path", "llamacpp_model_file", "llamacpp_prefix", "llamacpp_cuda_home",

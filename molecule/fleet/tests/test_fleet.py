@@ -169,3 +169,112 @@ def test_a_chat_made_on_one_front_is_seen_on_the_other():
                                         headers={"Authorization": f"Bearer {token_a}"}, timeout=60)
     assert status == 200, text
     assert json.loads(text)["chat"]["title"] == title
+
+
+# A client inside front A: workers send streamed chats through the gateway, one after another with a pause, until
+# the stop file appears or the bound is reached; then one JSON line: sent, failed, and the first errors.
+LOOP = r'''
+import json, os, sys, threading, time, urllib.request
+url, key, model, bound, workers, stop = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+lock, stats = threading.Lock(), {"sent": 0, "failed": 0, "errors": []}
+def one(i):
+    body = json.dumps({"model": model, "stream": True, "max_tokens": 8,
+                       "messages": [{"role": "user", "content": "Hello %d" % i}]}).encode()
+    req = urllib.request.Request(url, body, {"Authorization": "Bearer " + key, "Content-Type": "application/json",
+                                             "X-LLM-Affinity": "conversation-%d" % (i % 16)})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        data = r.read().decode()
+    if r.status != 200 or "data: [DONE]" not in data:
+        raise RuntimeError("status %s, stream without [DONE]: %r" % (r.status, data[-200:]))
+def worker():
+    while True:
+        with lock:
+            if stats["sent"] >= bound or (os.path.exists(stop) and stats["sent"] >= 200):
+                return
+            stats["sent"] += 1
+            i = stats["sent"]
+        try:
+            one(i)
+        except Exception as e:
+            with lock:
+                stats["failed"] += 1
+                stats["errors"].append("%d: %s" % (i, e))
+        time.sleep(0.5)
+threads = [threading.Thread(target=worker) for _ in range(workers)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+stats["errors"] = stats["errors"][:10]
+print(json.dumps(stats))
+'''
+STOP = "/tmp/llm-fleet-loop.stop"
+
+
+def _site(*extra, timeout=1500):
+    import subprocess
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "site.yml")]
+    for e in extra:
+        cmd += ["-e", e]
+    proc = subprocess.run(cmd, cwd=str(REPO), env=env, capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def _start_loop(api_key, bound=2000, workers=4):
+    import subprocess
+    HOSTS[A].run(f"rm -f {STOP}")
+    return subprocess.Popen(["podman", "exec", "-i", A, "python3", "-c", LOOP, GATEWAY + "/v1/chat/completions",
+                             api_key, MODEL, str(bound), str(workers), STOP],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _stop_loop(proc):
+    HOSTS[A].run(f"touch {STOP}")
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _restarts(name):
+    """When llama.cpp's current process started (changes with every restart)."""
+    return HOSTS[name].check_output("systemctl show -p ExecMainStartTimestampMonotonic --value llamacpp")
+
+
+def test_redeploy_restarting_every_engine_drops_no_request(api_key):
+    started = {n: _restarts(n) for n in HOSTS}
+    loop = _start_loop(api_key)
+    try:
+        # A changed engine setting (slots) restarts llama.cpp on every engine host, one host at a time.
+        rc, out = _site("llm_max_num_seqs=3")
+    finally:
+        stats = _stop_loop(loop)
+    assert rc == 0, out[-3000:]
+    assert all(_restarts(n) != started[n] for n in HOSTS), "every engine restarted"
+    assert "Mark this engine down on every front" in out
+    assert stats["sent"] >= 200 and stats["failed"] == 0, stats
+    # Back to the scenario's settings (another rolling restart); the gateways list both engines up again.
+    rc, out = _site()
+    assert rc == 0, out[-3000:]
+    for front in HOSTS:
+        lines = HOSTS[front].check_output("cat /etc/nginx/llm-gateway/engines/*.conf")
+        assert lines.count(" down;") == 0 and lines.count("server ") == 2, lines
+
+
+def test_kill_9_of_one_engine_fails_at_most_its_requests_in_flight(api_key):
+    b = HOSTS[B]
+    pid = int(b.check_output("systemctl show -p MainPID --value llamacpp"))
+    b.run(f"kill -9 {pid}")
+    failures = []
+    for i in range(12):
+        status, text, _ = _chat(A, api_key, headers={"X-LLM-Affinity": f"after-kill-{i}"})
+        if status != 200:
+            failures.append((status, text[:200]))
+    assert failures == [], failures
+    # systemd brings the engine back, and the gateway uses it again after fail_timeout.
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if b.run("systemctl is-active llamacpp").stdout.strip() == "active" and \
+                int(b.check_output("systemctl show -p MainPID --value llamacpp")) != pid:
+            break
+        time.sleep(2)
+    else:
+        pytest.fail("llama.cpp did not come back on B")
