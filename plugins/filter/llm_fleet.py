@@ -3,7 +3,7 @@
 
     {{ groups | llm_fleet_topology(ansible_play_hosts_all) }}
         -> {'fleet': bool, 'engines': [...], 'fronts': [...], 'datastore': 'host', 'errors': [...]}
-    {{ llm_plan | llm_gateway_weight }}                   -> 1 .. 100
+    {{ llm_plan | llm_engine_weight }}                   -> 1 .. 100
     {{ hostvars | llm_fleet_layout(topology, inventory_hostname, ports) }}
         -> {'address', 'engine', 'front', 'datastore', 'engines', 'front_addresses',
             'datastore_address', 'firewall_allow'}
@@ -64,7 +64,7 @@ def llm_fleet_topology(groups: Mapping[str, Any],
             "errors": errors}
 
 
-def llm_gateway_weight(plan: Mapping[str, Any]) -> int:
+def llm_engine_weight(plan: Mapping[str, Any]) -> int:
     """An engine host's gateway weight: ceil(KV tokens x copies / 4096), within 1..100."""
     tokens = int((plan or {}).get("kv_cache_tokens") or 0)
     copies = max(int((plan or {}).get("data_parallel_size") or 1), 1)
@@ -111,7 +111,7 @@ def llm_fleet_layout(hostvars: Mapping[str, Any], topology: Mapping[str, Any], h
     if is_front:
         for name in engines:
             hv = hostvars[name]
-            weight = hv.get("llm_gateway_weight") or llm_gateway_weight(hv.get("llm_plan") or {})
+            weight = hv.get("llm_gateway_weight") or llm_engine_weight(hv.get("llm_plan") or {})
             gateway.append({"name": name, "address": _address(hostvars, name),
                             "port": int(ports["engine"]), "weight": int(weight)})
     return {"address": _address(hostvars, host), "engine": is_engine, "front": is_front,
@@ -123,6 +123,6 @@ class FilterModule:
     def filters(self):
         return {
             "llm_fleet_topology": llm_fleet_topology,
-            "llm_gateway_weight": llm_gateway_weight,
+            "llm_engine_weight": llm_engine_weight,
             "llm_fleet_layout": llm_fleet_layout,
         }

@@ -20,6 +20,7 @@ def test_playbook_adjacent_filters_cover_every_filter_plugin():
     import llm_datastores
 
     import llm_argspec
+    import llm_fleet
     import llm_index
     import llm_plan_report
     import llm_plan_table
@@ -30,7 +31,8 @@ def test_playbook_adjacent_filters_cover_every_filter_plugin():
     shim = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(shim)
     names = set()
-    for module in (llm_argspec, llm_datastores, llm_index, llm_plan_report, llm_plan_table, llm_preflight):
+    for module in (llm_argspec, llm_datastores, llm_fleet, llm_index, llm_plan_report, llm_plan_table,
+                   llm_preflight):
         names |= set(module.FilterModule().filters())
     assert set(shim.FilterModule().filters()) == names
     assert sorted(p.stem for p in (REPO / "plugins" / "filter").glob("*.py")) == \

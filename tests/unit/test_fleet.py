@@ -52,7 +52,7 @@ def test_impossible_layouts_are_named(groups, hosts, needle):
     ({"kv_cache_tokens": 229376, "data_parallel_size": 2}, 100),
 ])
 def test_gateway_weight_follows_the_kv_cache(plan, weight):
-    assert llm_fleet.llm_gateway_weight(plan) == weight
+    assert llm_fleet.llm_engine_weight(plan) == weight
 
 
 def test_layout_of_a_front_engine_and_datastore_host():
