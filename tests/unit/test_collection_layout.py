@@ -18,9 +18,9 @@ def test_collection_site_playbook_matches_top_level_site():
 
 def test_playbook_adjacent_filters_cover_every_filter_plugin():
     import llm_datastores
+    import llm_fleet
 
     import llm_argspec
-    import llm_fleet
     import llm_index
     import llm_plan_report
     import llm_plan_table
