@@ -148,7 +148,7 @@ def test_open_webui_runs_on_postgresql_and_redis():
 
 
 def _signin(front):
-    pw = (REPO / ".secrets" / A / "open-webui-admin").read_text().strip()
+    pw = (REPO / ".secrets" / "fleet" / "open-webui-admin").read_text().strip()
     email = "admin@localhost"  # open_webui_admin_email with the demo's llm_server_name
     status, text, _ = host_http.request(front, "http://127.0.0.1:3000/api/v1/auths/signin",
                                         body={"email": email, "password": pw}, timeout=60)
