@@ -10,7 +10,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PIP_CACHE_DIR ?= $(LLM_BUNDLE_CACHE)/pip
 VENV := $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
-SCENARIOS ?= default vllm llamacpp driver trixie
+SCENARIOS ?= default fleet vllm llamacpp driver trixie
 STAMP = bash tests/stage.sh
 
 .PHONY: help setup host-packages venv image ssh-key assets lint unit docs collection sanity molecule test demo demo-destroy

@@ -251,9 +251,7 @@ def test_redeploy_restarting_every_engine_drops_no_request(api_key):
     assert all(_restarts(n) != started[n] for n in HOSTS), "every engine restarted"
     assert "Mark this engine down on every front" in out
     assert stats["sent"] >= 200 and stats["failed"] == 0, stats
-    # Back to the scenario's settings (another rolling restart); the gateways list both engines up again.
-    rc, out = _site()
-    assert rc == 0, out[-3000:]
+    # Every engine is back in every gateway (the readiness gate returned it).
     for front in HOSTS:
         lines = HOSTS[front].check_output("cat /etc/nginx/llm-gateway/engines/*.conf")
         assert lines.count(" down;") == 0 and lines.count("server ") == 2, lines
