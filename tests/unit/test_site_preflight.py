@@ -22,11 +22,13 @@ PLAYBOOK = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent
 pytestmark = pytest.mark.skipif(PLAYBOOK is None, reason="ansible-playbook not installed")
 
 
-def _site(tmp_path, *extra, tags=None, facts=None):
-    """site.yml --check on this machine; facts: cached host facts (as another OS would report them)."""
+def _site(tmp_path, *extra, tags=None, facts=None, groups=()):
+    """site.yml --check on this machine; facts: cached host facts (as another OS would report them);
+    groups: inventory groups testhost is also in (llm_engines, llm_fronts: a fleet)."""
     inv = tmp_path / "hosts.ini"
     inv.write_text("[llm_hosts]\ntesthost ansible_connection=local ansible_python_interpreter=%s "
-                   "gpu_facts_sysfs_root=%s\n" % (sys.executable, tmp_path))
+                   "gpu_facts_sysfs_root=%s\n" % (sys.executable, tmp_path)
+                   + "".join("[%s]\ntesthost\n" % g for g in groups))
     # ANSIBLE_CACHE_PLUGIN: no facts from ansible.cfg's jsonfile cache (.cache/facts) or into it.
     env = dict(os.environ, ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_NOCOLOR="1",
                ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"),
@@ -245,3 +247,24 @@ def test_supported_os_from_the_cache_passes_preflight(tmp_path):
                                                            distribution_major_version="12"))
     assert rc == 0, out
     assert "PLAY [Deploy the LLM stack]" in out, out
+
+
+@pytest.mark.parametrize("groups, extra, needle", [
+    (("llm_fronts",), (), "group llm_fronts is set but llm_engines is empty"),
+    (("llm_engines", "llm_fronts"), ('{"llm_rollout_serial": [2, "50%"]}',),
+     "In a fleet the first batch of the rollout must be one host"),
+    (("llm_engines", "llm_fronts"), ("llm_gateway_weight=0",),
+     "llm_gateway_weight is 0; set a whole number from 1 to 100"),
+])
+def test_an_impossible_fleet_stops_before_any_change(tmp_path, groups, extra, needle):
+    rc, out = _site(tmp_path, _offline_model(tmp_path), *extra, groups=groups)
+    assert rc != 0, out
+    assert needle in out, out
+    assert "PLAY [Deploy the LLM stack]" not in out and "PLAY [Datastore" not in out, out
+
+
+def test_a_one_host_fleet_passes_preflight(tmp_path):
+    rc, out = _site(tmp_path, _offline_model(tmp_path), groups=("llm_engines", "llm_fronts"), tags="preflight")
+    assert rc == 0, out
+    # The layout was computed (this machine's default-route address), and nothing complained.
+    assert "TASK [Give each host its part of the fleet]" in out, out
