@@ -64,7 +64,9 @@ molecule: setup
 	@mkdir -p .cache/logs; for s in $(SCENARIOS); do \
 	  $(STAMP) "molecule $$s" bash -c "set -o pipefail; molecule test -s $$s 2>&1 | tee .cache/logs/molecule-$$s.log" || { \
 	    echo "==> molecule $$s failed; its failures (full log: .cache/logs/molecule-$$s.log):"; \
-	    grep -E 'FAILED|ERROR|fatal:|^[^A-Za-z]*E  ' .cache/logs/molecule-$$s.log | tail -80; exit 1; }; done
+	    grep -E 'FAILED|ERROR|^[^A-Za-z]*E  ' .cache/logs/molecule-$$s.log | tail -60; \
+	    echo "==> molecule $$s: the last failed tasks, whole:"; \
+	    grep -E -A30 'fatal:' .cache/logs/molecule-$$s.log | tail -120; exit 1; }; done
 
 test: setup lint unit collection sanity molecule
 	@echo "make test: all stages passed"

@@ -166,25 +166,29 @@ def test_host_restart_brings_everything_back_and_keeps_the_chat(host, engine, ap
 
 # --- interrupted runs -----------------------------------------------------------------------------------------
 
-#: (what, how it is undone first, the output line after which the run is killed)
+#: (what, how it is undone first, the output line after which the run is killed), in the order site.yml
+#: reaches them. Both are undone first; one run is killed in each, then one run must converge from what they left.
 INTERRUPTIONS = [
-    # The venv removed, then the run killed while uv installs it again: half a venv is left behind.
-    ("Open WebUI's venv", f"rm -rf {OPEN_WEBUI_VENV}", r"TASK \[python_runtime : Install the packages of open-webui"),
     # The staged model removed, then the run killed while it is pushed again: a partial model is left behind.
     ("model staging", "rm -rf /var/lib/llm/models/*", r"TASK \[model_store : (Fetch|Push) the model"),
+    # The venv removed, then the run killed while uv installs it again: half a venv is left behind.
+    ("Open WebUI's venv", f"rm -rf {OPEN_WEBUI_VENV}", r"TASK \[python_runtime : Install the packages of open-webui"),
 ]
 
 
 def test_runs_killed_mid_way_converge_when_run_again(host, api_key, engine_base):
-    for stage, undo, kill_after in INTERRUPTIONS:
+    for _, undo, _ in INTERRUPTIONS:
         assert host.run(undo).rc == 0
+    # The second run starts from the partial model the first one left, and is killed in the venv install.
+    for stage, _, kill_after in INTERRUPTIONS:
         rc, out, _, killed = site(kill_after=kill_after)
         assert killed, f"the run never reached {stage} ({kill_after}); rc={rc}\n{out[-3000:]}"
-        rc, out, changed, _ = site()
-        assert rc == 0, f"re-run after a run killed during {stage} failed:\n{out[-5000:]}"
-        took = wait_serving(api_key, engine_base, 600, f"after re-running a run killed during {stage}")
-        print(f"{stage}: killed mid-way, re-run converged; serving {took:.1f} s after it")
-    # One more run after both: nothing left half-done (a venv re-installed on every run, a model re-pushed).
+    rc, out, changed, _ = site()
+    assert rc == 0, f"re-run after runs killed during {', '.join(s for s, _, _ in INTERRUPTIONS)} failed:\n" \
+        + out[-5000:]
+    took = wait_serving(api_key, engine_base, 600, "after re-running the killed runs")
+    print(f"killed mid-way twice, re-run converged; serving {took:.1f} s after it")
+    # One more run: nothing left half-done (a venv re-installed on every run, a model re-pushed).
     rc, out, changed, _ = site()
     assert rc == 0 and changed == 0, f"the run after the interrupted ones is not idempotent (changed={changed}):\n" \
         + out[-5000:]
