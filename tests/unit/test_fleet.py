@@ -1,6 +1,7 @@
 """The fleet layout filters (plugins/filter/llm_fleet.py): groups -> parts, weights, firewall peers."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,43 @@ def test_a_host_without_an_address_is_named():
     topo = llm_fleet.llm_fleet_topology({"llm_engines": ["a"], "llm_fronts": ["a"]}, ["a"])
     with pytest.raises(ValueError, match="set llm_private_address for it"):
         llm_fleet.llm_fleet_layout({"a": {"ansible_facts": {}}}, topo, "a", PORTS)
+
+
+def _migrating_front(expression, seed, tmp_path):
+    """Which host the fleet's migration expression (playbooks/tasks/fleet.yml) names, rendered by Ansible in a
+    process with PYTHONHASHSEED=seed (Python's set order follows the string hashes)."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    ansible = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
+    hosts = ["llm-fleet-a", "llm-fleet-b", "llm-engine-c"]
+    play = tmp_path / ("play-%d.yml" % seed)
+    expr = expression.replace("ansible_play_hosts_all", "play_hosts_in_order")
+    play.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "vars": {
+        "play_hosts_in_order": hosts, "llm_topology": {"fronts": ["llm-fleet-b", "llm-fleet-a"]}},
+        "tasks": [{"ansible.builtin.debug": {"msg": "FIRST=" + expr}}]}]))
+    env = dict(os.environ, PYTHONHASHSEED=str(seed), ANSIBLE_NOCOLOR="1", ANSIBLE_CACHE_PLUGIN="memory",
+               ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"))
+    out = subprocess.run([ansible, "-i", "localhost,", "-c", "local", str(play)], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return re.search(r"FIRST=([\w-]+)", out.stdout).group(1)
+
+
+def test_the_first_front_of_the_play_migrates_whatever_the_hash_seed(tmp_path):
+    # The first front of the first batch migrates Open WebUI's database; every other front starts with
+    # ENABLE_DB_MIGRATIONS=False. `intersect` returns a set's order: with it, the first batch's front was told
+    # not to migrate in about half the runs, and Open WebUI crashed on a database without tables.
+    import yaml
+    tasks = yaml.safe_load((REPO / "playbooks" / "tasks" / "fleet.yml").read_text())
+    block = next(t for t in tasks if "block" in t and t.get("when") == "llm_fleet_layout.front")
+    facts = next(t for t in block["block"] if "llm_fleet_migrations" in t.get("ansible.builtin.set_fact", {}))
+    expression = facts["ansible.builtin.set_fact"]["llm_fleet_migrations"]
+    inner = expression.strip()[2:-2].split("==", 1)[1].strip()
+    for seed in (1, 2, 3, 4):
+        assert _migrating_front("{{ " + inner + " }}", seed, tmp_path) == "llm-fleet-a", seed
+    # The old expression, for the record: some seed picks llm-fleet-b.
+    old = "{{ (ansible_play_hosts_all | intersect(llm_topology.fronts) | first) }}"
+    assert {_migrating_front(old, seed, tmp_path) for seed in (1, 2, 3, 4)} == {"llm-fleet-a", "llm-fleet-b"}
