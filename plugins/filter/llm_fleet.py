@@ -9,8 +9,8 @@
             'datastore_address', 'firewall_allow'}
 
 Inventory groups (README "A fleet"): llm_engines (hosts that run an engine), llm_fronts (nginx
-gateway + Open WebUI), optionally llm_datastore (one host for PostgreSQL and Redis; default the
-first front). With neither llm_engines nor llm_fronts every host is its own island, engine on
+gateway + Open WebUI), optionally llm_datastore (one host for PostgreSQL, Redis and Chroma; default
+the first front). With neither llm_engines nor llm_fronts every host is its own island, engine on
 loopback, as a single host has always been. Numbers are pinned by tests/unit/test_fleet.py.
 """
 
@@ -53,8 +53,8 @@ def llm_fleet_topology(groups: Mapping[str, Any],
         errors.append("group %s is set but %s is empty: put the hosts that run nginx and "
                       "Open WebUI in %s (a host may be in both)" % (ENGINES, FRONTS, FRONTS))
     if len(stores) > 1:
-        errors.append("group %s must hold one host (PostgreSQL and Redis for every Open WebUI), "
-                      "it holds %d: %s" % (DATASTORE, len(stores), ", ".join(stores)))
+        errors.append("group %s must hold one host (PostgreSQL, Redis and Chroma for every "
+                      "Open WebUI), it holds %d: %s" % (DATASTORE, len(stores), ", ".join(stores)))
     datastore = stores[0] if stores else (fronts[0] if fronts else "")
     stray = [h for h in play_hosts if h not in engines and h not in fronts and h != datastore]
     if stray:
@@ -88,7 +88,8 @@ def llm_fleet_layout(hostvars: Mapping[str, Any], topology: Mapping[str, Any], h
                      ports: Mapping[str, Any]) -> Dict[str, Any]:
     """What one host of a fleet runs, and the peers it talks to or lets in.
 
-    ports: {'engine': <engine endpoint port>, 'postgresql': <port>, 'redis': <port>}.
+    ports: {'engine': <engine endpoint port>, 'postgresql': <port>, 'redis': <port>,
+            'vector': <the shared vector store's TLS endpoint port>}.
     """
     if not topology.get("fleet"):
         return {"address": "", "engine": True, "front": True, "datastore": False, "engines": [],
@@ -107,6 +108,8 @@ def llm_fleet_layout(hostvars: Mapping[str, Any], topology: Mapping[str, Any], h
                       "comment": "PostgreSQL for Open WebUI"})
         allow.append({"port": int(ports["redis"]), "proto": "tcp", "from": front_addresses,
                       "comment": "Redis for Open WebUI"})
+        allow.append({"port": int(ports["vector"]), "proto": "tcp", "from": front_addresses,
+                      "comment": "Chroma vector store (TLS) for Open WebUI"})
     gateway = []
     if is_front:
         for name in engines:

@@ -66,9 +66,9 @@ HOST_NAME_LISTS = ("nginx_server_aliases", "base_ntp_servers")   # host names or
 URLS = ("base_debian_mirror", "base_debian_security_mirror", "python_runtime_index_url",
         "python_runtime_python_install_mirror", "open_webui_public_url",
         "nginx_open_webui_upstream", "nginx_api_upstream", "nginx_engine_local_url",
-        "cuda_repo_url")
+        "nginx_vector_local_url", "open_webui_chroma_url", "cuda_repo_url")
 URLS_OPTIONAL = ("python_runtime_index_url", "python_runtime_python_install_mirror",
-                 "nginx_api_upstream", "nginx_engine_local_url")
+                 "nginx_api_upstream", "nginx_engine_local_url", "open_webui_chroma_url")
 URL_LISTS = ("python_runtime_extra_index_urls", "vllm_extra_index_urls",
              "open_webui_extra_index_urls")
 PROXIES = ("base_proxy", "python_runtime_proxy")                 # dicts: http_proxy, https_proxy
@@ -80,10 +80,10 @@ HOST_PATHS = ("nginx_gateway_dir", "base_opt_dir", "base_state_dir", "base_confi
               "vllm_model_path", "llamacpp_model_file", "llamacpp_prefix", "llamacpp_cuda_home",
               "llamacpp_build_dir", "llamacpp_host_package_dir", "llamacpp_state_dir",
               "llamacpp_api_key_file", "open_webui_venv_dir", "open_webui_data_dir",
-              "open_webui_config_dir", "nginx_tls_dir")
+              "open_webui_config_dir", "nginx_tls_dir", "chroma_venv_dir", "chroma_data_dir")
 # System users and groups the roles create (useradd/groupadd names).
 ACCOUNTS = ("base_service_group", "vllm_user", "vllm_group", "llamacpp_user", "llamacpp_group",
-            "open_webui_user", "open_webui_service_group")
+            "open_webui_user", "open_webui_service_group", "chroma_user")
 NGINX_RATES = {"nginx_api_rate": "10r/s", "nginx_signin_rate": "10r/m"}
 NGINX_WORD_LISTS = ("nginx_tls_ciphers", "nginx_tls_curves")     # joined with ':' in nginx.conf
 
@@ -131,6 +131,8 @@ FILE_VALUES = {
     "open_webui_database_url": "env_quoted",
     "open_webui_redis_url": "env_quoted",
     "open_webui_redis_key_prefix": "env_quoted",
+    "open_webui_chroma_url": "env_quoted",
+    "open_webui_chroma_token": "env_quoted",
     "base_service_group": "unit_word",
     "base_opt_dir": "unit_word",
     "base_state_dir": "unit_word",
@@ -166,7 +168,13 @@ _WHERE = {"env_quoted": "the environment file", "conf_quoted": "PostgreSQL's con
 
 # --- secrets -----------------------------------------------------------------------------------
 SECRETS = ("open_webui_admin_password", "llm_api_key", "open_webui_database_url",
-           "open_webui_redis_url", "open_webui_secret_key")
+           "open_webui_redis_url", "open_webui_secret_key", "open_webui_chroma_token",
+           "llm_fleet_chroma_token", "nginx_vector_endpoint_token")
+# Bearer tokens of the fleet's vector store: sent in Open WebUI's CHROMA_HTTP_HEADERS (k=v,k=v, so
+# no ',' or '=') and compared in nginx's configuration (a quoted string).
+TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/-]+\Z")
+TOKEN_CHARS = "A-Z a-z 0-9 . _ ~ + / -"
+TOKENS = ("open_webui_chroma_token", "llm_fleet_chroma_token", "nginx_vector_endpoint_token")
 # Datastore passwords (roles postgresql and redis) the operator sets instead of generated ones.
 DATASTORE_PASSWORDS = ("postgresql_password", "redis_password")
 DATASTORE_PASSWORD_MIN = 16
@@ -497,6 +505,15 @@ def _secret_problems(values: Dict[str, Any]) -> List[str]:
         elif len(key) < API_KEY_MIN:
             p.append("llm_api_key has %d characters: use at least %d, %s"
                      % (len(key), API_KEY_MIN, API_KEY_HINT))
+    for name in TOKENS:
+        token = str(values.get(name) or "")
+        if token and not TOKEN_RE.match(token):
+            p.append("%s has characters outside %s (it goes into Open WebUI's CHROMA_HTTP_HEADERS "
+                     "and nginx's configuration): use e.g. the output of `openssl rand -hex 32`, "
+                     "or leave it unset for a generated one" % (name, TOKEN_CHARS))
+        elif token and len(token) < API_KEY_MIN:
+            p.append("%s has %d characters: use at least %d, e.g. the output of `openssl rand -hex "
+                     "32`" % (name, len(token), API_KEY_MIN))
     for i, backend in enumerate(values.get("open_webui_backends") or []):
         key = backend.get("api_key") if isinstance(backend, dict) else None
         if key and not API_KEY_RE.match(str(key)):

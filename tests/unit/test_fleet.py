@@ -11,7 +11,7 @@ _spec = importlib.util.spec_from_file_location("llm_fleet", REPO / "plugins" / "
 llm_fleet = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(llm_fleet)
 
-PORTS = {"engine": 9443, "postgresql": 5432, "redis": 6379}
+PORTS = {"engine": 9443, "postgresql": 5432, "redis": 6379, "vector": 9444}
 
 
 def _hv(address, plan=None, **extra):
@@ -67,7 +67,8 @@ def test_layout_of_a_front_engine_and_datastore_host():
                             {"name": "b", "address": "10.0.0.2", "port": 9443, "weight": 3}]
     assert a["front_addresses"] == ["10.0.0.1", "10.0.1.9"]
     assert [(r["port"], r["from"]) for r in a["firewall_allow"]] == [
-        (9443, ["10.0.0.1", "10.0.1.9"]), (5432, ["10.0.0.1", "10.0.1.9"]), (6379, ["10.0.0.1", "10.0.1.9"])]
+        (9443, ["10.0.0.1", "10.0.1.9"]), (5432, ["10.0.0.1", "10.0.1.9"]), (6379, ["10.0.0.1", "10.0.1.9"]),
+        (9444, ["10.0.0.1", "10.0.1.9"])]
     b = llm_fleet.llm_fleet_layout(hv, topo, "b", PORTS)
     assert not b["front"] and b["engines"] == [] and b["datastore_address"] == "10.0.0.1"
     assert [r["port"] for r in b["firewall_allow"]] == [9443]

@@ -236,6 +236,16 @@ def test_api_key_needs_32_safe_characters():
         assert "x" * 32 not in message
 
 
+@pytest.mark.parametrize("name", ["llm_fleet_chroma_token", "open_webui_chroma_token", "nginx_vector_endpoint_token"])
+def test_vector_store_token_must_fit_a_header_list_and_an_nginx_map(name):
+    assert llm_value_problems({name: "A1b2" * 12}) == []
+    # Open WebUI splits CHROMA_HTTP_HEADERS on ',' and '='; nginx compares it as a quoted string.
+    for bad in ("x" * 32 + ",X-Other=1", "x" * 32 + "=", "x" * 32 + '"', "x" * 32 + " y"):
+        message = _one(llm_value_problems({name: bad}), name + " has characters outside A-Z a-z 0-9")
+        assert "x" * 32 not in message
+    _one(llm_value_problems({name: "short"}), name + " has 5 characters: use at least 32")
+
+
 # --- values written into env and unit files -----------------------------------------------------
 @pytest.mark.parametrize("values,needle", [
     ({"open_webui_admin_name": "Admin\nENABLE_SIGNUP=True"},

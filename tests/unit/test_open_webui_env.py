@@ -39,11 +39,15 @@ CASES = {
     "fleet_joiner": {"open_webui_database_url": DB_URL, "open_webui_redis_url": REDIS_URL,
                      "open_webui_db_migrations": False, "open_webui_redis_key_prefix": "owui-prod"},
     "redis_only": {"open_webui_redis_url": REDIS_URL.replace("redis://", "rediss://")},
+    "fleet_chroma": {"open_webui_chroma_url": "https://10.0.0.6:9444", "open_webui_chroma_token": "T0ken" * 10},
+    "chroma_plain": {"open_webui_chroma_url": "http://chroma.internal"},
     "names_in_urls": {"open_webui_database_url": DB_URL.replace("10.0.0.5", "db.example.com"),
                       "open_webui_redis_url": REDIS_URL.replace("10.0.0.5", "[fd00::7]")},
 }
 NEW_KEYS = {"DATABASE_URL", "ENABLE_DB_MIGRATIONS", "REDIS_URL", "REDIS_KEY_PREFIX", "WEBSOCKET_MANAGER",
             "WEBSOCKET_REDIS_URL"}
+CHROMA_KEYS = {"VECTOR_DB", "CHROMA_HTTP_HOST", "CHROMA_HTTP_PORT", "CHROMA_HTTP_SSL", "CHROMA_HTTP_HEADERS",
+               "SSL_CERT_FILE"}
 
 
 def _env(text: str) -> dict:
@@ -93,7 +97,7 @@ def rendered(tmp_path_factory):
 
 def test_single_host_defaults_write_no_datastore_setting(rendered):
     env, _, allow = rendered["single_host"]
-    assert NEW_KEYS & set(env) == set()
+    assert (NEW_KEYS | CHROMA_KEYS) & set(env) == set()
     assert env["WEBUI_SECRET_KEY"] == "secret-key" and env["OPENAI_API_BASE_URLS"] == "http://127.0.0.1:8000/v1"
     assert allow == ["localhost"]
 
@@ -136,6 +140,22 @@ def test_redis_alone_keeps_sqlite_and_the_default_prefix(rendered):
     assert "DATABASE_URL" not in env and "ENABLE_DB_MIGRATIONS" not in env
     assert env["REDIS_URL"] == env["WEBSOCKET_REDIS_URL"] == REDIS_URL.replace("redis://", "rediss://")
     assert env["WEBSOCKET_MANAGER"] == "redis" and env["REDIS_KEY_PREFIX"] == "open-webui"
+
+
+def test_a_fleet_replica_uses_the_shared_chroma_over_tls_with_the_token(rendered):
+    base, _, _ = rendered["single_host"]
+    env, _, allow = rendered["fleet_chroma"]
+    assert {k: env[k] for k in CHROMA_KEYS} == {
+        "VECTOR_DB": "chroma", "CHROMA_HTTP_HOST": "10.0.0.6", "CHROMA_HTTP_PORT": "9444",
+        "CHROMA_HTTP_SSL": "true", "CHROMA_HTTP_HEADERS": "Authorization=Bearer " + "T0ken" * 10,
+        # the system CA store, where base put the fleet CA (httpx would read certifi's otherwise)
+        "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt"}
+    assert {k: v for k, v in env.items() if k not in CHROMA_KEYS} == base
+    assert allow == ["localhost", "10.0.0.6"]
+    plain, _, _ = rendered["chroma_plain"]
+    assert {k: plain.get(k) for k in CHROMA_KEYS} == {
+        "VECTOR_DB": "chroma", "CHROMA_HTTP_HOST": "chroma.internal", "CHROMA_HTTP_PORT": "8000",
+        "CHROMA_HTTP_SSL": "false", "CHROMA_HTTP_HEADERS": None, "SSL_CERT_FILE": None}
 
 
 def test_only_addresses_of_the_urls_join_the_unit_allow_list(rendered):

@@ -1,4 +1,4 @@
-"""A fleet of two hosts (molecule/fleet): both engines and fronts, PostgreSQL and Redis on the first."""
+"""A fleet of two hosts (molecule/fleet): both engines and fronts, PostgreSQL, Redis and Chroma on the first."""
 
 import json
 import os
@@ -19,6 +19,7 @@ HOSTS = {name: testinfra.get_host(f"podman://{name}") for name in (A, B)}
 testinfra_hosts = [f"podman://{A}"]  # the checks pick their hosts themselves
 MODEL = "tiny-qwen2.5-instruct"
 ENDPOINT_PORT = 9443
+VECTOR_PORT = 9444
 GATEWAY = "http://127.0.0.1:8090"
 KEY_FILE = "/etc/llm/llamacpp.key"
 ENV_FILE = "/etc/llm/open-webui/open-webui.env"
@@ -113,8 +114,11 @@ def test_engines_refuse_the_front_without_tls_or_key(api_key):
     # TLS verified against the fleet CA, no key: the engine refuses it.
     no_key = a.run(tls)
     assert no_key.stdout.strip() == "401", no_key.stdout + no_key.stderr
-    # The certificate is the fleet CA's: a client that trusts only the system CAs refuses it.
-    untrusted = a.run(tls.replace(f"--cacert {ca} ", ""))
+    # The certificate is the fleet CA's: a client that trusts only the public CAs (Debian's Mozilla bundle, without
+    # the fleet CA the fronts' base role adds to the system store) refuses it.
+    # --capath to an empty folder: curl would also read the system's hashed /etc/ssl/certs.
+    public = "cat /usr/share/ca-certificates/mozilla/*.crt > /tmp/public-cas.pem && mkdir -p /tmp/no-capath && "
+    untrusted = a.run(public + tls.replace(f"--cacert {ca} ", "--cacert /tmp/public-cas.pem --capath /tmp/no-capath "))
     assert untrusted.rc == 60, untrusted.stdout + untrusted.stderr
 
 
@@ -129,6 +133,9 @@ def test_engines_refuse_anything_but_the_fronts():
         db = subprocess.run(["timeout", "5", "bash", "-c", f"exec 3<>/dev/tcp/{_address(A)}/5432"],
                             capture_output=True, text=True)
         assert db.returncode != 0, "PostgreSQL must be closed to non-fronts"
+    store = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5",
+                            f"https://{_address(A)}:{VECTOR_PORT}/api/v2/heartbeat"], capture_output=True, text=True)
+    assert store.stdout.strip() == "000" and store.returncode == 28, ("the vector store", store)
 
 
 def test_open_webui_runs_on_postgresql_and_redis():
@@ -145,6 +152,40 @@ def test_open_webui_runs_on_postgresql_and_redis():
     assert ka == kb and len(ka.strip()) == 64
     assert HOSTS[A].service("postgresql").is_running and HOSTS[A].service("redis-server").is_running
     assert not HOSTS[B].package("postgresql").is_installed
+
+
+def test_the_fronts_share_one_chroma_behind_tls_and_a_token():
+    store = _address(A)
+    a = HOSTS[A]
+    # Both Open WebUI replicas connected to it when they started (their Chroma client checks the tenant then):
+    # the endpoint logged their API calls answered 200, each from its front's address. Nothing else has called
+    # the endpoint yet: read it before the curls below.
+    with a.sudo():
+        log = a.file("/var/log/nginx/llm-vector-endpoint.log").content_string
+    for name in HOSTS:
+        assert any(line.startswith(_address(name) + " ") and '"GET /api/v2/' in line and '" 200 ' in line
+                   for line in log.splitlines()), (name, log[-2000:])
+    for name, h in HOSTS.items():
+        with h.sudo():
+            env = h.file(ENV_FILE).content_string
+        for line in (f'CHROMA_HTTP_HOST="{store}"', f'CHROMA_HTTP_PORT="{VECTOR_PORT}"', 'CHROMA_HTTP_SSL="true"',
+                     'VECTOR_DB="chroma"', 'SSL_CERT_FILE="/etc/ssl/certs/ca-certificates.crt"'):
+            assert line in env, (name, line)
+    token = (REPO / ".secrets" / "fleet" / "chroma-token").read_text().strip()
+    assert len(token) == 48
+    url = f"https://{store}:{VECTOR_PORT}/api/v2/heartbeat"
+    for name, h in HOSTS.items():
+        # The system CA store (where base put the fleet CA) checks the certificate by the address.
+        ok = h.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 -H 'Authorization: Bearer {token}' {url}")
+        assert ok.stdout.strip() == "200", (name, ok.stdout, ok.stderr)
+        bad = h.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 -H 'Authorization: Bearer x{token}' {url}")
+        assert bad.stdout.strip() == "401", (name, bad.stdout)
+        none = h.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 {url}")
+        assert none.stdout.strip() == "401", (name, none.stdout)
+    # Chroma itself listens on loopback only, on the datastore host only.
+    assert "127.0.0.1:8001" in a.check_output("ss -Htln") and a.service("llm-chroma").is_running
+    assert f"{store}:8001" not in a.check_output("ss -Htln") and "0.0.0.0:8001" not in a.check_output("ss -Htln")
+    assert ":8001" not in HOSTS[B].check_output("ss -Htln") and not HOSTS[B].service("llm-chroma").is_running
 
 
 def _signin(front):
