@@ -96,11 +96,15 @@ def seconds(value):
 def site(*extra, timeout=1800, kill_after=None):
     """Run site.yml on this host as the scenario does. kill_after: a regex of the output after which the run is
     killed (SIGKILL to its whole process group), as an operator's lost SSH session or a crash would."""
+    return playbook("site.yml", *[a for e in extra for a in ("-e", e)], timeout=timeout, kill_after=kill_after)
+
+
+def playbook(path, *args, timeout=1800, kill_after=None):
+    """Run a playbook of the bundle (path from the top of the repository) on this host with the scenario's
+    inventory and more ansible-playbook arguments: (rc, output, changed count of this host, killed)."""
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
                PYTHONUNBUFFERED="1")
-    cmd = ["ansible-playbook", "-i", INVENTORY, str(REPO / "site.yml"), "--limit", HOST]
-    for e in extra:
-        cmd += ["-e", e]
+    cmd = ["ansible-playbook", "-i", INVENTORY, str(REPO / path), "--limit", HOST, *args]
     proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, errors="replace", start_new_session=True)
     out, deadline, killed = [], time.time() + timeout, False
@@ -112,15 +116,17 @@ def site(*extra, timeout=1800, kill_after=None):
             killed = True
         if time.time() > deadline:
             os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("site.yml ran past %d s:\n%s" % (timeout, "".join(out[-40:])))
+            pytest.fail("%s ran past %d s:\n%s" % (path, timeout, "".join(out[-40:])))
     rc = proc.wait()
     text = "".join(out)
     recap = re.search(rf"^{re.escape(HOST)}\s+:\s+ok=(\d+)\s+changed=(\d+)", text, re.M)
     return rc, text, (int(recap.group(2)) if recap else None), killed
 
 
-def chat_titles():
-    email_pw = (REPO / ".secrets" / HOST / "open-webui-admin").read_text().strip()
+def chat_titles(password_file=None):
+    """The admin's chat titles, through nginx; signed in with the password in password_file (default the one
+    site.yml generated for this host)."""
+    email_pw = Path(password_file or REPO / ".secrets" / HOST / "open-webui-admin").read_text().strip()
     email = subprocess.run(["podman", "exec", HOST, "sed", "-n", 's/^WEBUI_ADMIN_EMAIL="\\(.*\\)"$/\\1/p', ENV_FILE],
                            capture_output=True, text=True, check=True).stdout.strip()
     status, text = curl("/api/v1/auths/signin", "POST", body={"email": email, "password": email_pw})
