@@ -9,11 +9,11 @@ export CONTAINERS_CONF ?= $(CURDIR)/tests/testhost/containers.conf
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PIP_CACHE_DIR ?= $(LLM_BUNDLE_CACHE)/pip
 VENV := $(CURDIR)/.venv
-export PATH := $(VENV)/bin:$(PATH)
+export PATH := $(VENV)/bin:$(LLM_BUNDLE_CACHE)/tools/bin:$(PATH)
 SCENARIOS ?= default fleet vllm llamacpp driver trixie
 STAMP = bash tests/stage.sh
 
-.PHONY: help setup host-packages venv image ssh-key assets lint unit docs collection sanity molecule test demo demo-destroy
+.PHONY: help setup host-packages venv image ssh-key assets promtool lint unit docs collection sanity molecule test demo demo-destroy
 
 help:
 	@echo "make demo     deploy the stack onto a local systemd test host and print how to reach it"
@@ -39,14 +39,17 @@ assets:
 	@$(STAMP) assets bash tests/assets/build.sh
 	@$(STAMP) torch-cpu-wheel bash tests/assets/fetch-torch-cpu-wheel.sh
 
-setup: host-packages venv image ssh-key assets
+promtool:
+	@$(STAMP) promtool bash tests/testhost/fetch-promtool.sh
+
+setup: host-packages venv image ssh-key assets promtool
 
 lint: venv
 	@$(STAMP) yamllint yamllint --strict .
 	@$(STAMP) ansible-lint ansible-lint --profile production
 	@$(STAMP) ruff ruff check .
 
-unit: venv
+unit: venv promtool
 	@$(STAMP) unit pytest -q -n auto tests/unit
 
 docs: venv

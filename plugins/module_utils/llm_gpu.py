@@ -672,3 +672,177 @@ def pynvml_facts() -> Optional[Dict]:
             pynvml.nvmlShutdown()
     except Exception:  # NVML errors are reported by nvidia-smi already
         return None
+
+
+# --- GPU metrics for Prometheus (node-exporter's textfile collector) --------------------------
+#: What the metrics collector asks nvidia-smi (`--format=csv,noheader,nounits`).
+METRIC_FIELDS: Tuple[str, ...] = (
+    "index", "uuid", "name", "pci.bus_id", "memory.total", "memory.used", "utilization.gpu",
+    "temperature.gpu", "power.draw", "ecc.errors.corrected.volatile.total",
+    "ecc.errors.uncorrected.volatile.total", "clocks_event_reasons.hw_thermal_slowdown",
+)
+#: The driver's kernel message for a GPU error, e.g. `NVRM: Xid (PCI:0000:00:06): 79, pid=...,
+#: GPU has fallen off the bus.`: domain:bus:device of the GPU, then the Xid code.
+XID_RE = re.compile(
+    r"NVRM: Xid \(PCI:([0-9a-fA-F]{4,8}):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\): (\d+)")
+_MIB = 1024 * 1024
+_SERIES = (  # (metric, help, key of parse_metrics_csv's dict; None: the info series)
+    ("llm_gpu_info", "One per GPU nvidia-smi lists: its name and PCI address.", None),
+    ("llm_gpu_memory_total_bytes", "GPU memory size.", "memory_total_bytes"),
+    ("llm_gpu_memory_used_bytes", "GPU memory in use, by every process.", "memory_used_bytes"),
+    ("llm_gpu_utilization_ratio", "Share of the last sample period a kernel ran (0-1).",
+     "utilization_ratio"),
+    ("llm_gpu_temperature_celsius", "GPU core temperature.", "temperature_celsius"),
+    ("llm_gpu_power_watts", "Power draw.", "power_watts"),
+    ("llm_gpu_ecc_corrected_errors", "Corrected ECC errors since the driver loaded.",
+     "ecc_corrected_errors"),
+    ("llm_gpu_ecc_uncorrected_errors", "Uncorrected ECC errors since the driver loaded.",
+     "ecc_uncorrected_errors"),
+    ("llm_gpu_thermal_slowdown", "1 while the GPU slows its clocks because it is too hot.",
+     "thermal_slowdown"),
+)
+
+
+def bus_key(bus_id: str) -> str:
+    """One spelling for a PCI address: nvidia-smi's `00000000:00:06.0` and the kernel's
+    `0000:00:06` are both `0000:00:06`."""
+    match = re.match(r"^(?:([0-9a-fA-F]{4,8}):)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})",
+                     bus_id.strip())
+    if not match:
+        return bus_id.strip().lower()
+    domain = (match.group(1) or "0000")[-4:]
+    return ("%s:%s:%s" % (domain, match.group(2), match.group(3))).lower()
+
+
+def _float_field(value: Optional[str], field: str, line_no: int) -> Optional[float]:
+    if value is None:
+        return None
+    try:
+        return float(value.split()[0])  # tolerate units ("93.50 W") when they were not stripped
+    except (ValueError, IndexError):
+        raise GpuParseError("nvidia-smi line %d: %s is %r, expected a number"
+                            % (line_no, field, value)) from None
+
+
+def _scaled(value: Optional[float], factor: float) -> Optional[float]:
+    return None if value is None else value * factor
+
+
+def parse_metrics_csv(text: str) -> List[Dict]:
+    """Parse `nvidia-smi --query-gpu=<METRIC_FIELDS> --format=csv,noheader,nounits` into one
+    dict per GPU in base units (bytes, ratio 0-1, degrees Celsius, watts); a value the card
+    does not report ([N/A]) is None."""
+    gpus = []
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    for line_no, line in enumerate(lines, start=1):
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != len(METRIC_FIELDS):
+            raise GpuParseError(
+                "nvidia-smi line %d has %d comma-separated fields, expected %d (%s): %r"
+                % (line_no, len(parts), len(METRIC_FIELDS), ", ".join(METRIC_FIELDS),
+                   line[:200]))
+        raw = {f: _clean(v) for f, v in zip(METRIC_FIELDS, parts)}
+        index = _int_field(raw["index"], "index", line_no)
+        if index is None:
+            raise GpuParseError("nvidia-smi line %d: no GPU index: %r" % (line_no, line[:200]))
+        num = {f: _float_field(raw[f], f, line_no) for f in METRIC_FIELDS[4:-1]}
+        slowdown = raw["clocks_event_reasons.hw_thermal_slowdown"]
+        gpus.append({
+            "index": index,
+            "uuid": raw["uuid"],
+            "name": raw["name"],
+            "pci_bus_id": raw["pci.bus_id"],
+            "memory_total_bytes": _scaled(num["memory.total"], _MIB),
+            "memory_used_bytes": _scaled(num["memory.used"], _MIB),
+            "utilization_ratio": _scaled(num["utilization.gpu"], 0.01),
+            "temperature_celsius": num["temperature.gpu"],
+            "power_watts": num["power.draw"],
+            "ecc_corrected_errors": num["ecc.errors.corrected.volatile.total"],
+            "ecc_uncorrected_errors": num["ecc.errors.uncorrected.volatile.total"],
+            "thermal_slowdown": None if slowdown is None else slowdown.lower() == "active",
+        })
+    return gpus
+
+
+def count_xids(kernel_log: str) -> Dict[str, Dict[str, Any]]:
+    """Xid errors in a kernel log per GPU address (bus_key): {"count": n, "last": latest code}."""
+    seen: Dict[str, Dict[str, Any]] = {}
+    for match in XID_RE.finditer(kernel_log):
+        key = bus_key("%s:%s:%s" % match.group(1, 2, 3))
+        entry = seen.setdefault(key, {"count": 0, "last": None})
+        entry["count"] += 1
+        entry["last"] = int(match.group(4))
+    return seen
+
+
+def _label_value(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+def _block(name: str, help_text: str, rows: List[str], kind: str = "gauge") -> List[str]:
+    return ["# HELP %s %s" % (name, help_text), "# TYPE %s %s" % (name, kind)] + rows if rows else []
+
+
+def metrics_textfile(gpus: Optional[List[Dict]], xids: Mapping[str, Mapping[str, Any]],
+                     error: Optional[str] = None) -> str:
+    """Prometheus text exposition of parse_metrics_csv() and count_xids(), for node-exporter's
+    textfile collector. gpus None: nvidia-smi failed (error says how): llm_gpu_collector_up is
+    0 and only the Xid counts are written, so an Xid 79 (a GPU that fell off the bus, which
+    nvidia-smi no longer lists) still shows."""
+    out = ["# collector error: %s" % error.replace("\n", " ")[:300]] if error else []
+    out += _block("llm_gpu_collector_up", "1 when nvidia-smi answered and was read, else 0.",
+                  ["llm_gpu_collector_up %d" % (0 if gpus is None else 1)])
+    gpus = gpus or []
+    for name, help_text, key in _SERIES:
+        rows = []
+        for gpu in gpus:
+            labels = 'gpu="%d",uuid="%s"' % (gpu["index"], _label_value(gpu["uuid"] or ""))
+            if key is None:
+                rows.append('%s{%s,name="%s",pci_bus_id="%s"} 1' % (
+                    name, labels, _label_value(gpu["name"] or ""),
+                    bus_key(gpu["pci_bus_id"] or "")))
+            elif gpu[key] is not None:  # not reported by the card: no sample, not a made-up 0
+                rows.append("%s{%s} %s" % (name, labels, _number(gpu[key])))
+        out += _block(name, help_text, rows)
+    # Every GPU nvidia-smi lists gets an Xid count, 0 included (so increase() sees the first
+    # one), and so does an address only the kernel log names.
+    counts = {bus_key(g["pci_bus_id"]): {"count": 0, "last": None} for g in gpus if g["pci_bus_id"]}
+    counts.update({k: dict(v) for k, v in xids.items()})
+    out += _block("llm_gpu_xid_errors_total", "Xid errors the NVIDIA driver logged since boot.",
+                  ['llm_gpu_xid_errors_total{pci_bus_id="%s"} %d' % (k, counts[k]["count"])
+                   for k in sorted(counts)], kind="counter")
+    out += _block("llm_gpu_xid_last_code", "Code of the latest Xid error (NVIDIA's Xid table).",
+                  ['llm_gpu_xid_last_code{pci_bus_id="%s"} %d' % (k, counts[k]["last"])
+                   for k in sorted(counts) if counts[k]["last"] is not None])
+    return "\n".join(out) + "\n"
+
+
+def _run_or_missing(run: Runner, argv: List[str]) -> Tuple[int, str, str]:
+    try:
+        return run(argv)
+    except OSError as exc:  # not installed
+        return 127, "", "%s: %s" % (argv[0], exc)
+
+
+def collect_metrics(run: Runner, nvidia_smi: str = "nvidia-smi",
+                    journalctl: str = "journalctl") -> str:
+    """One textfile collector pass: nvidia-smi's metrics and this boot's Xid errors."""
+    rc, out, _err = _run_or_missing(run, [journalctl, "--dmesg", "--boot", "--output=cat",
+                                          "--no-pager", "--grep=NVRM: Xid"])
+    xids = count_xids(out or "") if rc == 0 else {}  # rc 1: no entry matched
+    rc, out, err = _run_or_missing(run, [nvidia_smi] + query_args(METRIC_FIELDS))
+    if rc != 0:
+        return metrics_textfile(None, xids, error="%s exited %d: %s"
+                                % (nvidia_smi, rc, (err or out or "").strip()))
+    try:
+        return metrics_textfile(parse_metrics_csv(out), xids)
+    except GpuParseError as exc:
+        return metrics_textfile(None, xids, error=str(exc))

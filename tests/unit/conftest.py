@@ -1,7 +1,9 @@
 """Unit-test helpers: make ansible.module_utils.llm_* importable, fixtures, fake nvidia-smi."""
 
 import json
+import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -108,3 +110,13 @@ def local_play(tmp_path: Path, **env_extra: str):
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"), ANSIBLE_CACHE_PLUGIN="memory", **env_extra)
     return inv, env
+
+
+@pytest.fixture(scope="session")
+def promtool():
+    """Debian 12's promtool (the monitoring role's version): on PATH, or where `make promtool` puts it."""
+    cached = Path(os.environ.get("LLM_BUNDLE_CACHE", "/var/cache/llm-bundle")) / "tools" / "bin" / "promtool"
+    found = shutil.which("promtool") or (str(cached) if cached.exists() else None)
+    if not found:
+        pytest.fail("promtool is missing: run `make promtool` (Debian 12's, into %s)" % cached.parent)
+    return found
