@@ -788,7 +788,9 @@ def _number(value: Any) -> str:
 
 
 def _block(name: str, help_text: str, rows: List[str], kind: str = "gauge") -> List[str]:
-    return ["# HELP %s %s" % (name, help_text), "# TYPE %s %s" % (name, kind)] + rows if rows else []
+    if not rows:
+        return []
+    return ["# HELP %s %s" % (name, help_text), "# TYPE %s %s" % (name, kind)] + rows
 
 
 def metrics_textfile(gpus: Optional[List[Dict]], xids: Mapping[str, Mapping[str, Any]],
