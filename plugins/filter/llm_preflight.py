@@ -27,8 +27,11 @@ from urllib.parse import urlsplit
 # loading engine, nginx -t in the last role): (low, high), high None: unbounded. The llm_* knobs
 # (llm_max_model_len, llm_gpu_memory_utilization, ...) are range-checked by the planner (plan).
 PORTS = ("vllm_port", "llamacpp_port", "open_webui_port", "nginx_http_port", "nginx_https_port")
+MONITORING_PORTS = ("monitoring_prometheus_port", "monitoring_alertmanager_port",
+                    "exporters_node_port")
 RANGES: Dict[str, Tuple[int, Optional[int]]] = dict(
-    {name: (1, 65535) for name in PORTS},
+    {name: (1, 65535) for name in PORTS + MONITORING_PORTS},
+    exporters_gpu_interval=(5, 3600),
     base_apt_cache_valid_time=(0, None),
     vllm_timeout_start_sec=(120, 86400),    # vLLM loads ~15 GB and compiles (148 s on a GPU)
     vllm_ready_timeout=(60, 86400),
@@ -66,14 +69,17 @@ HOST_NAME_LISTS = ("nginx_server_aliases", "base_ntp_servers")   # host names or
 URLS = ("base_debian_mirror", "base_debian_security_mirror", "python_runtime_index_url",
         "python_runtime_python_install_mirror", "open_webui_public_url",
         "nginx_open_webui_upstream", "nginx_api_upstream", "nginx_engine_local_url",
-        "nginx_vector_local_url", "open_webui_chroma_url", "cuda_repo_url")
+        "nginx_vector_local_url", "open_webui_chroma_url", "cuda_repo_url",
+        "monitoring_alert_webhook_url")
 URLS_OPTIONAL = ("python_runtime_index_url", "python_runtime_python_install_mirror",
-                 "nginx_api_upstream", "nginx_engine_local_url", "open_webui_chroma_url")
+                 "nginx_api_upstream", "nginx_engine_local_url", "open_webui_chroma_url",
+                 "monitoring_alert_webhook_url")
 URL_LISTS = ("python_runtime_extra_index_urls", "vllm_extra_index_urls",
              "open_webui_extra_index_urls")
 PROXIES = ("base_proxy", "python_runtime_proxy")                 # dicts: http_proxy, https_proxy
 # Paths on the hosts: systemd and the roles need them absolute.
-HOST_PATHS = ("nginx_gateway_dir", "base_opt_dir", "base_state_dir", "base_config_dir",
+HOST_PATHS = ("exporters_textfile_dir", "exporters_nvidia_smi_path",
+              "nginx_gateway_dir", "base_opt_dir", "base_state_dir", "base_config_dir",
               "base_api_key_file",
               "python_runtime_uv_dir", "python_runtime_wheelhouse_dir", "python_runtime_cache_dir",
               "vllm_venv_dir", "vllm_state_dir", "vllm_config_file", "vllm_env_file",

@@ -20,6 +20,8 @@ ENV = "FAKE_NVIDIA_SMI_FIXTURES"
 def fixture_name(args: List[str]) -> Optional[str]:
     """The fixture file that answers these nvidia-smi arguments (None: a call gpu_facts never makes)."""
     joined = " ".join(args)
+    if "--query-gpu=" in joined and "utilization.gpu" in joined:
+        return "query-metrics.csv"  # the GPU collector (llm_gpu.METRIC_FIELDS)
     if "--query-gpu=" in joined:
         return "query-gpu-facts.csv" if "compute_cap" in joined else "query-fallback.csv"
     if "--query-compute-apps=" in joined:

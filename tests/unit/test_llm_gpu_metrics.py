@@ -1,15 +1,21 @@
 """GPU metrics for Prometheus (plugins/module_utils/llm_gpu.py: parse_metrics_csv, count_xids, metrics_textfile,
-collect_metrics), pinned with nvidia-smi output recorded on the H200 (fixtures/nvidia-smi/h200/metrics-*.csv: idle,
-and busy with a bf16 matmul loop holding 40 GiB) and Xid lines in the driver's kernel format."""
+collect_metrics) and the collector program of roles/exporters, pinned with nvidia-smi output recorded on the H200
+(fixtures/nvidia-smi/h200/: metrics-idle.csv, and query-metrics.csv, busy with a bf16 matmul loop holding 40 GiB) and Xid lines in the driver's kernel format."""
 
+import os
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from ansible.module_utils import llm_gpu
 
 from conftest import read_fixture
 
+REPO = Path(__file__).resolve().parents[2]
+COLLECTOR = REPO / "roles" / "exporters" / "files" / "llm-gpu-metrics"
+MODULE_UTILS = REPO / "plugins" / "module_utils"
 UUID = "GPU-14d4cd92-cd67-5ed1-9600-cf3980f507e0"
 LABELS = 'gpu="0",uuid="%s"' % UUID
 # The kernel's Xid message (open-gpu-kernel-modules: "NVRM: Xid (PCI:%04x:%02x:%02x): %d, ..."), as journalctl
@@ -27,7 +33,7 @@ def samples(text):
 
 
 def test_busy_h200_in_base_units():
-    gpus = llm_gpu.parse_metrics_csv(read_fixture("nvidia-smi", "h200", "metrics-busy.csv"))
+    gpus = llm_gpu.parse_metrics_csv(read_fixture("nvidia-smi", "h200", "query-metrics.csv"))
     assert gpus == [{
         "index": 0, "uuid": UUID, "name": "NVIDIA H200", "pci_bus_id": "00000000:00:06.0",
         "memory_total_bytes": 143771 * 2**20, "memory_used_bytes": 42099 * 2**20, "utilization_ratio": 1.0,
@@ -118,7 +124,7 @@ def test_a_failing_nvidia_smi_reports_collector_down_and_still_counts_xids(smi, 
 
 
 def test_no_xid_in_the_journal_is_rc_1_and_counts_zero():
-    busy = read_fixture("nvidia-smi", "h200", "metrics-busy.csv")
+    busy = read_fixture("nvidia-smi", "h200", "query-metrics.csv")
     text = llm_gpu.collect_metrics(lambda argv: (1, "-- No entries --\n", "") if argv[0] == "journalctl"
                                    else (0, busy, ""))
     got = samples(text)
@@ -128,7 +134,31 @@ def test_no_xid_in_the_journal_is_rc_1_and_counts_zero():
 
 
 def test_promtool_accepts_the_exposition(promtool):
-    gpus = llm_gpu.parse_metrics_csv(read_fixture("nvidia-smi", "h200", "metrics-busy.csv"))
+    gpus = llm_gpu.parse_metrics_csv(read_fixture("nvidia-smi", "h200", "query-metrics.csv"))
     text = llm_gpu.metrics_textfile(gpus, llm_gpu.count_xids(XID_LOG), error="example")
     proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_collector_program_writes_the_file_node_exporter_reads(fake_nvidia_smi, tmp_path, promtool):
+    """roles/exporters/files/llm-gpu-metrics as the timer runs it, with the fake nvidia-smi playing the H200's
+    recording and a journalctl that prints the Xid lines above."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    journalctl = bin_dir / "journalctl"
+    journalctl.write_text("#!/bin/sh\ncat <<'LOG'\n%sLOG\n" % XID_LOG)
+    journalctl.chmod(0o755)
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    env = dict(os.environ, PATH="%s:%s" % (bin_dir, os.environ["PATH"]), PYTHONPATH=str(MODULE_UTILS))
+    proc = subprocess.run([sys.executable, str(COLLECTOR), str(textfile / "llm_gpu.prom"), fake_nvidia_smi("h200")],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in textfile.iterdir()] == ["llm_gpu.prom"]  # no temporary file left
+    text = (textfile / "llm_gpu.prom").read_text()
+    assert oct((textfile / "llm_gpu.prom").stat().st_mode & 0o777) == "0o644"
+    got = samples(text)
+    assert got["llm_gpu_memory_used_bytes{%s}" % LABELS] == 44144001024
+    assert got['llm_gpu_xid_errors_total{pci_bus_id="0000:00:06"}'] == 2
+    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
