@@ -14,7 +14,7 @@ from ansible.module_utils import llm_gpu
 from conftest import read_fixture
 
 REPO = Path(__file__).resolve().parents[2]
-COLLECTOR = REPO / "roles" / "exporters" / "files" / "llm-gpu-metrics"
+COLLECTOR = REPO / "roles" / "exporters" / "files" / "llm_gpu_metrics.py"
 MODULE_UTILS = REPO / "plugins" / "module_utils"
 UUID = "GPU-14d4cd92-cd67-5ed1-9600-cf3980f507e0"
 LABELS = 'gpu="0",uuid="%s"' % UUID
@@ -141,7 +141,7 @@ def test_promtool_accepts_the_exposition(promtool):
 
 
 def test_the_collector_program_writes_the_file_node_exporter_reads(fake_nvidia_smi, tmp_path, promtool):
-    """roles/exporters/files/llm-gpu-metrics as the timer runs it, with the fake nvidia-smi playing the H200's
+    """roles/exporters/files/llm_gpu_metrics.py as the timer runs it, with the fake nvidia-smi playing the H200's
     recording and a journalctl that prints the Xid lines above."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

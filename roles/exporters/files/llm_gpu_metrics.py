@@ -1,11 +1,13 @@
-#!/usr/bin/python3
-"""GPU metrics of this host for node-exporter's textfile collector (roles/exporters, llm-gpu-metrics.timer).
+#!/usr/bin/env python
+"""GPU metrics of this host for node-exporter's textfile collector (roles/exporters,
+llm-gpu-metrics.timer).
 
-    llm-gpu-metrics <output .prom file> <nvidia-smi path>
+    python3 llm_gpu_metrics.py <output .prom file> <nvidia-smi path>
 
-Reads nvidia-smi and this boot's Xid lines from the kernel log with the bundle's parser (llm_gpu.py, installed
-beside it from plugins/module_utils) and replaces the output file atomically, so node-exporter never reads half a
-file. A failing nvidia-smi still yields a file (llm_gpu_collector_up 0 and the Xid counts).
+Reads nvidia-smi and this boot's Xid lines from the kernel log with the bundle's parser
+(llm_gpu.py from plugins/module_utils, installed beside it in /usr/local/lib/llm-bundle/) and
+replaces the output file atomically, so node-exporter never reads half a file. A failing
+nvidia-smi still yields a file (llm_gpu_collector_up 0 and the Xid counts).
 """
 
 import os
@@ -19,7 +21,7 @@ import llm_gpu  # noqa: E402  installed by the exporters role
 
 def run(argv):
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     except subprocess.TimeoutExpired:
         return 124, "", "%s: no answer in 30 s" % argv[0]
     return proc.returncode, proc.stdout, proc.stderr
