@@ -18,6 +18,15 @@ def alerts():
     return [r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r]
 
 
+def write_summary_only_rules(folder):
+    """The rules with only their summary annotations, as the promtool unit tests expect them."""
+    rules = yaml.safe_load(RULES.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            rule["annotations"] = {"summary": rule["annotations"]["summary"]}
+    (folder / RULES.name).write_text(yaml.safe_dump(rules, sort_keys=False))
+
+
 def test_promtool_checks_the_rules(promtool):
     proc = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -47,11 +56,7 @@ def test_every_alert_fires_in_one_case_and_stays_quiet_in_another():
 
 
 def test_promtool_unit_tests_pass(promtool, tmp_path):
-    rules = yaml.safe_load(RULES.read_text())
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            rule["annotations"] = {"summary": rule["annotations"]["summary"]}
-    (tmp_path / RULES.name).write_text(yaml.safe_dump(rules, sort_keys=False))
+    write_summary_only_rules(tmp_path)
     shutil.copy(TESTS, tmp_path / TESTS.name)
     proc = subprocess.run([promtool, "test", "rules", TESTS.name], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -60,11 +65,7 @@ def test_promtool_unit_tests_pass(promtool, tmp_path):
 
 def test_a_wrong_expectation_fails(promtool, tmp_path):
     """The harness can fail: the same tests with one alert expected on the wrong host do not pass."""
-    rules = yaml.safe_load(RULES.read_text())
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            rule["annotations"] = {"summary": rule["annotations"]["summary"]}
-    (tmp_path / RULES.name).write_text(yaml.safe_dump(rules, sort_keys=False))
+    write_summary_only_rules(tmp_path)
     (tmp_path / TESTS.name).write_text(TESTS.read_text().replace("host: gpu1, instance: \"10.0.0.1:9443\"}",
                                                                  "host: gpu2, instance: \"10.0.0.1:9443\"}", 1))
     proc = subprocess.run([promtool, "test", "rules", TESTS.name], cwd=tmp_path, capture_output=True, text=True)
