@@ -26,9 +26,12 @@ from urllib.parse import urlsplit
 # Numbers whose wrong value fails only late (a unit that never starts, a timeout that kills a
 # loading engine, nginx -t in the last role): (low, high), high None: unbounded. The llm_* knobs
 # (llm_max_model_len, llm_gpu_memory_utilization, ...) are range-checked by the planner (plan).
-PORTS = ("vllm_port", "llamacpp_port", "open_webui_port", "nginx_http_port", "nginx_https_port")
+PORTS = ("vllm_port", "llamacpp_port", "open_webui_port", "nginx_http_port", "nginx_https_port",
+         "nginx_status_port")
+# Ports of the monitoring stack (roles monitoring, exporters): checked like PORTS unless
+# llm_monitoring_enabled is false.
 MONITORING_PORTS = ("monitoring_prometheus_port", "monitoring_alertmanager_port",
-                    "exporters_node_port")
+                    "monitoring_blackbox_port", "exporters_node_port", "exporters_nginx_port")
 RANGES: Dict[str, Tuple[int, Optional[int]]] = dict(
     {name: (1, 65535) for name in PORTS + MONITORING_PORTS},
     exporters_gpu_interval=(5, 3600),
@@ -70,7 +73,7 @@ URLS = ("base_debian_mirror", "base_debian_security_mirror", "python_runtime_ind
         "python_runtime_python_install_mirror", "open_webui_public_url",
         "nginx_open_webui_upstream", "nginx_api_upstream", "nginx_engine_local_url",
         "nginx_vector_local_url", "open_webui_chroma_url", "cuda_repo_url",
-        "monitoring_alert_webhook_url")
+        "monitoring_alert_webhook_url", "exporters_nginx_status_url")
 URLS_OPTIONAL = ("python_runtime_index_url", "python_runtime_python_install_mirror",
                  "nginx_api_upstream", "nginx_engine_local_url", "open_webui_chroma_url",
                  "monitoring_alert_webhook_url")
@@ -78,7 +81,7 @@ URL_LISTS = ("python_runtime_extra_index_urls", "vllm_extra_index_urls",
              "open_webui_extra_index_urls")
 PROXIES = ("base_proxy", "python_runtime_proxy")                 # dicts: http_proxy, https_proxy
 # Paths on the hosts: systemd and the roles need them absolute.
-HOST_PATHS = ("exporters_textfile_dir", "exporters_nvidia_smi_path",
+HOST_PATHS = ("exporters_textfile_dir", "exporters_nvidia_smi_path", "monitoring_engine_key_file",
               "nginx_gateway_dir", "base_opt_dir", "base_state_dir", "base_config_dir",
               "base_api_key_file",
               "python_runtime_uv_dir", "python_runtime_wheelhouse_dir", "python_runtime_cache_dir",
@@ -205,6 +208,15 @@ OPTION_RE = re.compile(r"^[a-z0-9][a-z0-9-]*\Z")
 RATE_RE = re.compile(r"^[1-9][0-9]*r/[sm]\Z")
 SIZE_RE = re.compile(r"^([0-9]+)([kKmMgG]?)\Z")
 NGINX_WORD_RE = re.compile(r"^[A-Za-z0-9._+-]+\Z")
+
+
+def _as_bool(value: Any, default: bool) -> bool:
+    """A boolean as Ansible reads one (true/yes/on/1); None: default."""
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "on", "1", "y")
+    return bool(value)
 
 
 def _as_int(value: Any) -> Optional[int]:
@@ -706,10 +718,13 @@ def llm_tls_problems(values: Dict[str, Any], server_name: str = "",
 
 
 # --- ports -------------------------------------------------------------------------------------
-PORT_DEFAULTS = "defaults: vllm_port 8000, llamacpp_port 8081, open_webui_port 3000, nginx 80/443"
-# Listening sockets that are the bundle's own: these process names, or the services' users.
+PORT_DEFAULTS = ("defaults: vllm_port 8000, llamacpp_port 8081, open_webui_port 3000, "
+                 "nginx 80/443, nginx_status_port 8091; monitoring: 9090, 9093, 9115, 9100, 9113")
+# Listening sockets that are the bundle's own: these process names, or the services' users (the
+# Debian packages of Prometheus and its exporters run as the user prometheus).
 OUR_PROCESSES = ("nginx", "llama-server", "open-webui")
 OUR_USERS = ("vllm_user", "llamacpp_user", "open_webui_user")
+OUR_FIXED_USERS = ("prometheus",)
 
 
 def _effective(name: str, values: Dict[str, Any], defaults: Dict[str, Any]) -> Any:
@@ -727,7 +742,9 @@ def llm_port_problems(values: Dict[str, Any], defaults: Optional[Dict[str, Any]]
     values = dict(values or {})
     defaults = dict(defaults or {})
     ports: Dict[str, int] = {}
-    for name in PORTS:
+    monitoring = _effective("llm_monitoring_enabled", values, defaults)
+    names = PORTS + (MONITORING_PORTS if _as_bool(monitoring, True) else ())
+    for name in names:
         number = _as_int(_effective(name, values, defaults))
         if number is not None and 1 <= number <= 65535:
             ports[name] = number
@@ -741,6 +758,7 @@ def llm_port_problems(values: Dict[str, Any], defaults: Optional[Dict[str, Any]]
         return p
     listeners = [entry for entry in listeners if isinstance(entry, dict)]
     users = {str(_effective(n, values, defaults) or "") for n in OUR_USERS} - {""}
+    users |= set(OUR_FIXED_USERS)
     taken = {_as_int(entry.get("port")) for entry in listeners}
     other_engine = {"vllm": "llamacpp_port", "llamacpp": "vllm_port"}.get(engine)
     for name, port in ports.items():

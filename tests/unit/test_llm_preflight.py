@@ -24,7 +24,7 @@ from llm_preflight import (
 )
 
 DEFAULTS = {}
-for _role in ("base", "python_runtime", "vllm", "llamacpp", "open_webui", "nginx"):
+for _role in ("base", "python_runtime", "vllm", "llamacpp", "open_webui", "nginx", "exporters", "monitoring"):
     DEFAULTS.update(yaml.safe_load((REPO / "roles" / _role / "defaults" / "main.yml").read_text()))
 
 

@@ -45,21 +45,7 @@ def curl(path, method="GET", headers=None, body=None, timeout=30, base="https://
     return status, text
 
 
-@pytest.fixture(scope="module")
-def api_key(host):
-    return env_value(host, "OPENAI_API_KEYS").split(";")[0]
-
-
-@pytest.fixture(scope="module")
-def engine_base(host):
-    return env_value(host, "OPENAI_API_BASE_URLS").split(";")[0].rsplit("/v1", 1)[0]
-
-
-@pytest.fixture(scope="module")
-def engine(host):
-    active = [u for u in ("llamacpp.service", "vllm.service") if host.run(f"systemctl is-active --quiet {u}").rc == 0]
-    assert len(active) == 1, f"expected one active engine unit, got {active}"
-    return active[0]
+# The fixtures api_key, engine_base and engine are in conftest.py (test_monitoring.py uses them too).
 
 
 def serving(api_key, engine_base):

@@ -102,3 +102,47 @@ def test_vllm_unit_can_open_the_gpus_it_is_given(host):
     assert "StartLimitBurst=" in unit_section and "StartLimitIntervalSec=" in unit_section
     # the unit was written, not started (vllm_start: false)
     assert not host.service("vllm").is_running
+
+
+# --- the GPU collector (roles/exporters) ------------------------------------------------------------------------
+
+def _node_metrics(host, prefix):
+    """{series with labels: value} of node-exporter's llm_gpu_* lines, as Prometheus would read them."""
+    text = host.check_output("python3 -c \"import urllib.request; "
+                             "print(urllib.request.urlopen('http://127.0.0.1:9100/metrics').read().decode())\"")
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line.startswith(prefix)}
+
+
+def _collect_on(host, case):
+    assert host.run(f"echo {case} > /etc/fake-gpu/case").rc == 0
+    run = host.run("systemctl start llm-gpu-metrics.service")  # a oneshot: returns when the file is written
+    assert run.rc == 0, run.stderr
+    return _node_metrics(host, "llm_gpu_")
+
+
+def test_gpu_collector_serves_the_recorded_h200_through_node_exporter(host):
+    assert host.service("llm-gpu-metrics.timer").is_enabled
+    assert host.service("prometheus-node-exporter").is_running
+    case = host.file("/etc/fake-gpu/case").content_string.strip()
+    try:
+        m = _collect_on(host, "h200")  # tests/unit/fixtures/nvidia-smi/h200/query-metrics.csv, a busy H200
+        gpu = 'gpu="0",uuid="GPU-14d4cd92-cd67-5ed1-9600-cf3980f507e0"'
+        assert m["llm_gpu_collector_up"] == 1
+        assert m[f'llm_gpu_info{{{gpu},name="NVIDIA H200",pci_bus_id="00000000:00:06.0"}}'] == 1
+        assert m[f"llm_gpu_memory_total_bytes{{{gpu}}}"] == 143771 * 1024 * 1024
+        assert m[f"llm_gpu_memory_used_bytes{{{gpu}}}"] == 42099 * 1024 * 1024
+        assert m[f"llm_gpu_utilization_ratio{{{gpu}}}"] == 1.0
+        assert m[f"llm_gpu_temperature_celsius{{{gpu}}}"] == 60
+        assert m[f"llm_gpu_power_watts{{{gpu}}}"] == 692.02
+        assert m[f"llm_gpu_ecc_uncorrected_errors{{{gpu}}}"] == 0
+        assert m['llm_gpu_xid_errors_total{pci_bus_id="00000000:00:06.0"}'] == 0
+        # A card whose nvidia-smi refuses the query: the collector says so instead of keeping old numbers.
+        m = _collect_on(host, "no-devices")
+        assert m["llm_gpu_collector_up"] == 0
+        assert not [k for k in m if k.startswith("llm_gpu_memory_total_bytes")]
+    finally:
+        host.run(f"echo {case} > /etc/fake-gpu/case")
+        host.run("systemctl start llm-gpu-metrics.service")
+    listening = host.check_output("ss -Htln")
+    assert "127.0.0.1:9100 " in listening and "*:9100 " not in listening and "0.0.0.0:9100 " not in listening

@@ -1,0 +1,40 @@
+"""The scrape jobs of a host that monitors itself (plugins/filter/llm_monitoring.py)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("llm_monitoring", REPO / "plugins" / "filter" / "llm_monitoring.py")
+llm_monitoring = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(llm_monitoring)
+
+SETTINGS = {"engine_key_file": "/etc/prometheus/llm-engine.key", "node_port": 9100, "nginx_port": 9113}
+
+
+def test_llamacpp_host_scrapes_its_engine_node_and_nginx_on_loopback():
+    hv = {"web1": {"llm_backends": [{"name": "llamacpp", "base_url": "http://127.0.0.1:8081/v1"}]}}
+    assert llm_monitoring.llm_monitoring_jobs(hv, "web1", SETTINGS) == [
+        {"name": "llm_engine", "scheme": "http", "metrics_path": "/metrics",
+         "bearer_token_file": "/etc/prometheus/llm-engine.key",
+         "targets": [{"address": "127.0.0.1:8081", "host": "web1"}]},
+        {"name": "node", "targets": [{"address": "127.0.0.1:9100", "host": "web1"}]},
+        {"name": "nginx", "targets": [{"address": "127.0.0.1:9113", "host": "web1"}]},
+    ]
+
+
+def test_engine_port_follows_the_base_url_and_nginx_exporter_can_be_off():
+    hv = {"gpu1": {"llm_backends": [{"base_url": "http://[::1]:8000/v1"}]}}
+    jobs = llm_monitoring.llm_monitoring_jobs(hv, "gpu1", dict(SETTINGS, nginx_port=0))
+    assert [j["name"] for j in jobs] == ["llm_engine", "node"]
+    assert jobs[0]["targets"] == [{"address": "[::1]:8000", "host": "gpu1"}]
+
+
+@pytest.mark.parametrize("backends, needle", [
+    ([], "gpu1 has no engine (llm_backends is empty)"),
+    ([{"base_url": "unix:/run/engine.sock"}], "is not an http(s) URL"),
+])
+def test_a_host_without_a_usable_engine_url_is_named(backends, needle):
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        llm_monitoring.llm_monitoring_jobs({"gpu1": {"llm_backends": backends}}, "gpu1", SETTINGS)
