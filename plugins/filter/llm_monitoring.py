@@ -6,8 +6,11 @@
              'targets': [{'address', 'host'}]}]
 
 settings: {'engine_key_file': <file Prometheus reads the engine key from>, 'node_port': <int>,
-'nginx_port': <int or 0: no nginx exporter>}. One host is its own monitoring host (single host, or
-each island of an inventory without fleet groups): every target is on its loopback. The job names
+'nginx_port': <int or 0: no nginx exporter>, 'require_engine': <bool, default true; false (--check,
+where the engine role has not registered llm_backends) leaves the engine job out>}.
+
+One host is its own monitoring host (single host, or each island of an inventory without fleet
+groups): every target is on its loopback. The job names
 are the ones the alert rules (roles/monitoring/files/llm-alerts.rules.yml) select on. Pinned by
 tests/unit/test_monitoring_jobs.py.
 """
@@ -43,13 +46,17 @@ def llm_monitoring_jobs(hostvars: Mapping[str, Any], host: str,
                         settings: Mapping[str, Any]) -> List[Dict[str, Any]]:
     hv = hostvars[host]
     base = str((hv.get("llm_backends") or [{}])[0].get("base_url") or "")
+    jobs = []
+    if base or settings.get("require_engine", True):
+        jobs.append({"name": ENGINE_JOB, "scheme": urlsplit(base).scheme or "http",
+                     "metrics_path": "/metrics",
+                     "bearer_token_file": str(settings["engine_key_file"]),
+                     "targets": [{"address": _engine_address(hv, host), "host": host}]})
+
     def local(port: Any) -> List[Dict[str, str]]:
         return [{"address": "127.0.0.1:%d" % int(port), "host": host}]
 
-    jobs = [{"name": ENGINE_JOB, "scheme": urlsplit(base).scheme or "http",
-             "metrics_path": "/metrics", "bearer_token_file": str(settings["engine_key_file"]),
-             "targets": [{"address": _engine_address(hv, host), "host": host}]},
-            {"name": NODE_JOB, "targets": local(settings["node_port"])}]
+    jobs.append({"name": NODE_JOB, "targets": local(settings["node_port"])})
     if int(settings.get("nginx_port") or 0):
         jobs.append({"name": NGINX_JOB, "targets": local(settings["nginx_port"])})
     return jobs

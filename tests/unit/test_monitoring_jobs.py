@@ -38,3 +38,8 @@ def test_engine_port_follows_the_base_url_and_nginx_exporter_can_be_off():
 def test_a_host_without_a_usable_engine_url_is_named(backends, needle):
     with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         llm_monitoring.llm_monitoring_jobs({"gpu1": {"llm_backends": backends}}, "gpu1", SETTINGS)
+
+
+def test_check_mode_without_a_registered_engine_leaves_the_engine_job_out():
+    jobs = llm_monitoring.llm_monitoring_jobs({"web1": {}}, "web1", dict(SETTINGS, require_engine=False))
+    assert [j["name"] for j in jobs] == ["node", "nginx"]

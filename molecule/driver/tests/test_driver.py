@@ -127,16 +127,17 @@ def test_gpu_collector_serves_the_recorded_h200_through_node_exporter(host):
     case = host.file("/etc/fake-gpu/case").content_string.strip()
     try:
         m = _collect_on(host, "h200")  # tests/unit/fixtures/nvidia-smi/h200/query-metrics.csv, a busy H200
-        gpu = 'gpu="0",uuid="GPU-14d4cd92-cd67-5ed1-9600-cf3980f507e0"'
+        gpu = 'gpu="0",uuid="GPU-14d4cd92-cd67-5ed1-9600-cf3980f507e0"'  # labels sorted (node-exporter); bus id as the kernel writes it
         assert m["llm_gpu_collector_up"] == 1
-        assert m[f'llm_gpu_info{{{gpu},name="NVIDIA H200",pci_bus_id="00000000:00:06.0"}}'] == 1
+        assert m['llm_gpu_info{gpu="0",name="NVIDIA H200",pci_bus_id="0000:00:06",'
+                 'uuid="GPU-14d4cd92-cd67-5ed1-9600-cf3980f507e0"}'] == 1
         assert m[f"llm_gpu_memory_total_bytes{{{gpu}}}"] == 143771 * 1024 * 1024
         assert m[f"llm_gpu_memory_used_bytes{{{gpu}}}"] == 42099 * 1024 * 1024
         assert m[f"llm_gpu_utilization_ratio{{{gpu}}}"] == 1.0
         assert m[f"llm_gpu_temperature_celsius{{{gpu}}}"] == 60
         assert m[f"llm_gpu_power_watts{{{gpu}}}"] == 692.02
         assert m[f"llm_gpu_ecc_uncorrected_errors{{{gpu}}}"] == 0
-        assert m['llm_gpu_xid_errors_total{pci_bus_id="00000000:00:06.0"}'] == 0
+        assert m['llm_gpu_xid_errors_total{pci_bus_id="0000:00:06"}'] == 0
         # A card whose nvidia-smi refuses the query: the collector says so instead of keeping old numbers.
         m = _collect_on(host, "no-devices")
         assert m["llm_gpu_collector_up"] == 0
