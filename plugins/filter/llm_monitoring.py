@@ -27,16 +27,14 @@ NODE_JOB = "node"
 NGINX_JOB = "nginx"
 
 
-def _engine_address(hv: Mapping[str, Any], host: str) -> str:
+def _engine_address(base_url: str, host: str) -> str:
     """host:port of the engine's OpenAI base URL (llm_backends[0], from the engine role)."""
-    backends = hv.get("llm_backends") or []
-    if not backends or not backends[0].get("base_url"):
+    if not base_url:
         raise ValueError("%s has no engine (llm_backends is empty): the engine role runs before "
                          "monitoring" % host)
-    parts = urlsplit(str(backends[0]["base_url"]))
+    parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("%s: engine base URL %r is not an http(s) URL"
-                         % (host, backends[0]["base_url"]))
+        raise ValueError("%s: engine base URL %r is not an http(s) URL" % (host, base_url))
     port = parts.port or (443 if parts.scheme == "https" else 80)
     name = "[%s]" % parts.hostname if ":" in parts.hostname else parts.hostname
     return "%s:%d" % (name, port)
@@ -44,18 +42,17 @@ def _engine_address(hv: Mapping[str, Any], host: str) -> str:
 
 def llm_monitoring_jobs(hostvars: Mapping[str, Any], host: str,
                         settings: Mapping[str, Any]) -> List[Dict[str, Any]]:
-    hv = hostvars[host]
-    base = str((hv.get("llm_backends") or [{}])[0].get("base_url") or "")
+    base = str(((hostvars[host].get("llm_backends") or [{}])[0] or {}).get("base_url") or "")
+
+    def local(port: Any) -> List[Dict[str, str]]:
+        return [{"address": "127.0.0.1:%d" % int(port), "host": host}]
+
     jobs = []
     if base or settings.get("require_engine", True):
         jobs.append({"name": ENGINE_JOB, "scheme": urlsplit(base).scheme or "http",
                      "metrics_path": "/metrics",
                      "bearer_token_file": str(settings["engine_key_file"]),
-                     "targets": [{"address": _engine_address(hv, host), "host": host}]})
-
-    def local(port: Any) -> List[Dict[str, str]]:
-        return [{"address": "127.0.0.1:%d" % int(port), "host": host}]
-
+                     "targets": [{"address": _engine_address(base, host), "host": host}]})
     jobs.append({"name": NODE_JOB, "targets": local(settings["node_port"])})
     if int(settings.get("nginx_port") or 0):
         jobs.append({"name": NGINX_JOB, "targets": local(settings["nginx_port"])})
