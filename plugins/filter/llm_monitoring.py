@@ -2,16 +2,22 @@
 """What the monitoring host scrapes (roles/monitoring: monitoring_jobs), from the host's facts.
 
     {{ hostvars | llm_monitoring_jobs(inventory_hostname, settings) }}
-        -> [{'name', 'scheme', 'metrics_path', 'bearer_token_file',
+        -> [{'name', 'scheme', 'metrics_path', 'bearer_token_file', 'ca_file', 'server_name',
              'targets': [{'address', 'host'}]}]
 
 settings: {'engine_key_file': <file Prometheus reads the engine key from>, 'node_port': <int>,
 'nginx_port': <int or 0: no nginx exporter>, 'require_engine': <bool, default true; false (--check,
-where the engine role has not registered llm_backends) leaves the engine job out>}.
+where the engine role has not registered llm_backends) leaves the engine job out>,
+'peers': <the fleet's hosts, llm_fleet_layout.peers of the monitoring host: [{'name', 'address',
+'engine', 'front'}]; empty or absent: a host of its own>, 'engine_port': <the engines' TLS endpoint
+port>, 'engine_ca_file': <the fleet CA on the monitoring host>, 'engine_server_name': <the name
+the engines' certificates carry>}.
 
 One host is its own monitoring host (single host, or each island of an inventory without fleet
-groups): every target is on its loopback. The job names
-are the ones the alert rules (roles/monitoring/files/llm-alerts.rules.yml) select on. Pinned by
+groups): every target is on its loopback. In a fleet the monitoring host scrapes every host's
+exporters on its private address and every engine's /metrics through its TLS endpoint (the fleet
+CA, the key). The job names are the ones the alert rules
+(roles/monitoring/files/llm-alerts.rules.yml) select on. Pinned by
 tests/unit/test_monitoring_jobs.py.
 """
 
@@ -40,8 +46,31 @@ def _engine_address(base_url: str, host: str) -> str:
     return "%s:%d" % (name, port)
 
 
+def _join(address: str, port: Any) -> str:
+    return "%s:%d" % ("[%s]" % address if ":" in address else address, int(port))
+
+
+def _fleet_jobs(peers: List[Mapping[str, Any]],
+                settings: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    def every(port: Any, which: str = "") -> List[Dict[str, str]]:
+        return [{"address": _join(str(p["address"]), port), "host": str(p["name"])}
+                for p in peers if not which or p.get(which)]
+
+    jobs = [{"name": ENGINE_JOB, "scheme": "https", "metrics_path": "/metrics",
+             "bearer_token_file": str(settings["engine_key_file"]),
+             "ca_file": str(settings["engine_ca_file"]),
+             "server_name": str(settings["engine_server_name"]),
+             "targets": every(settings["engine_port"], "engine")},
+            {"name": NODE_JOB, "targets": every(settings["node_port"])}]
+    if int(settings.get("nginx_port") or 0):
+        jobs.append({"name": NGINX_JOB, "targets": every(settings["nginx_port"])})
+    return jobs
+
+
 def llm_monitoring_jobs(hostvars: Mapping[str, Any], host: str,
                         settings: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    if settings.get("peers"):
+        return _fleet_jobs(list(settings["peers"]), settings)
     base = str(((hostvars[host].get("llm_backends") or [{}])[0] or {}).get("base_url") or "")
 
     def local(port: Any) -> List[Dict[str, str]]:

@@ -73,15 +73,16 @@ URLS = ("base_debian_mirror", "base_debian_security_mirror", "python_runtime_ind
         "python_runtime_python_install_mirror", "open_webui_public_url",
         "nginx_open_webui_upstream", "nginx_api_upstream", "nginx_engine_local_url",
         "nginx_vector_local_url", "open_webui_chroma_url", "cuda_repo_url",
-        "monitoring_alert_webhook_url", "exporters_nginx_status_url")
+        "monitoring_alert_webhook_url", "exporters_nginx_status_url", "monitoring_web_base_url")
 URLS_OPTIONAL = ("python_runtime_index_url", "python_runtime_python_install_mirror",
                  "nginx_api_upstream", "nginx_engine_local_url", "open_webui_chroma_url",
-                 "monitoring_alert_webhook_url")
+                 "monitoring_alert_webhook_url", "monitoring_web_base_url")
 URL_LISTS = ("python_runtime_extra_index_urls", "vllm_extra_index_urls",
              "open_webui_extra_index_urls")
 PROXIES = ("base_proxy", "python_runtime_proxy")                 # dicts: http_proxy, https_proxy
 # Paths on the hosts: systemd and the roles need them absolute.
 HOST_PATHS = ("exporters_textfile_dir", "exporters_nvidia_smi_path", "monitoring_engine_key_file",
+              "monitoring_engine_ca_file",
               "nginx_gateway_dir", "base_opt_dir", "base_state_dir", "base_config_dir",
               "base_api_key_file",
               "python_runtime_uv_dir", "python_runtime_wheelhouse_dir", "python_runtime_cache_dir",

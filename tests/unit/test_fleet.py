@@ -20,16 +20,22 @@ def _hv(address, plan=None, **extra):
 
 def test_no_fleet_groups_keeps_every_host_an_island():
     topo = llm_fleet.llm_fleet_topology({"all": ["a", "b"], "llm_hosts": ["a", "b"]}, ["a", "b"])
-    assert topo == {"fleet": False, "engines": [], "fronts": [], "datastore": "", "errors": []}
+    assert topo == {"fleet": False, "engines": [], "fronts": [], "datastore": "", "monitoring": "", "errors": []}
     layout = llm_fleet.llm_fleet_layout({}, topo, "a", {})
-    assert layout["engine"] and layout["front"] and not layout["datastore"]
-    assert layout["engines"] == [] and layout["firewall_allow"] == []
+    assert layout["engine"] and layout["front"] and not layout["datastore"] and not layout["monitoring"]
+    assert layout["engines"] == [] and layout["firewall_allow"] == [] and layout["peers"] == []
 
 
 def test_datastore_defaults_to_the_first_front():
     topo = llm_fleet.llm_fleet_topology({"llm_engines": ["g1", "g2"], "llm_fronts": ["f1", "f2"]},
                                         ["f1", "f2", "g1", "g2"])
-    assert topo["fleet"] and topo["datastore"] == "f1" and topo["errors"] == []
+    assert topo["fleet"] and topo["datastore"] == "f1" and topo["monitoring"] == "f1" and topo["errors"] == []
+
+
+def test_monitoring_host_may_be_named_and_is_no_stray():
+    topo = llm_fleet.llm_fleet_topology({"llm_engines": ["g1"], "llm_fronts": ["f1"], "llm_monitoring": ["m1"]},
+                                        ["f1", "g1", "m1"])
+    assert topo["monitoring"] == "m1" and topo["errors"] == []
 
 
 @pytest.mark.parametrize("groups, hosts, needle", [
@@ -37,6 +43,8 @@ def test_datastore_defaults_to_the_first_front():
     ({"llm_engines": ["g1"]}, ["g1"], "llm_fronts is empty"),
     ({"llm_engines": ["g1"], "llm_fronts": ["f1"], "llm_datastore": ["d1", "d2"]}, ["g1", "f1", "d1", "d2"],
      "llm_datastore must hold one host"),
+    ({"llm_engines": ["g1"], "llm_fronts": ["f1"], "llm_monitoring": ["m1", "m2"]}, ["g1", "f1", "m1", "m2"],
+     "llm_monitoring must hold one host (Prometheus and Alertmanager of the fleet), it holds 2: m1, m2"),
     ({"llm_engines": ["g1"], "llm_fronts": ["f1"]}, ["g1", "f1", "stray"], "these are in none: stray"),
 ])
 def test_impossible_layouts_are_named(groups, hosts, needle):
@@ -74,6 +82,29 @@ def test_layout_of_a_front_engine_and_datastore_host():
     assert [r["port"] for r in b["firewall_allow"]] == [9443]
     c = llm_fleet.llm_fleet_layout(hv, topo, "c", PORTS)
     assert c["address"] == "10.0.1.9" and not c["engine"] and c["firewall_allow"] == []
+
+
+def test_monitored_fleet_opens_exporters_and_engines_to_the_monitoring_host_only():
+    # Monitoring host m (own host), front f, engine g; exporters on 9100 and 9113.
+    topo = llm_fleet.llm_fleet_topology({"llm_engines": ["g"], "llm_fronts": ["f"], "llm_monitoring": ["m"]},
+                                        ["f", "g", "m"])
+    hv = {"f": _hv("10.0.0.1"), "g": _hv("10.0.0.2"), "m": _hv("10.0.0.3")}
+    ports = dict(PORTS, exporters=[9100, 9113])
+    g = llm_fleet.llm_fleet_layout(hv, topo, "g", ports)
+    assert g["engine_clients"] == ["10.0.0.1", "10.0.0.3"] and g["monitoring_address"] == "10.0.0.3"
+    assert [(r["port"], r["from"]) for r in g["firewall_allow"]] == [
+        (9443, ["10.0.0.1", "10.0.0.3"]), (9100, ["10.0.0.3"]), (9113, ["10.0.0.3"])]
+    assert not g["monitoring"] and g["peers"] == []
+    m = llm_fleet.llm_fleet_layout(hv, topo, "m", ports)
+    assert m["monitoring"] and m["peers"] == [
+        {"name": "g", "address": "10.0.0.2", "engine": True, "front": False},
+        {"name": "f", "address": "10.0.0.1", "engine": False, "front": True},
+        {"name": "m", "address": "10.0.0.3", "engine": False, "front": False}]
+    # Monitoring off (no exporter ports): the engines stay the fronts' alone, nobody gets peers.
+    off = llm_fleet.llm_fleet_layout(hv, topo, "g", PORTS)
+    assert off["engine_clients"] == ["10.0.0.1"] and off["monitoring_address"] == ""
+    assert [r["port"] for r in off["firewall_allow"]] == [9443]
+    assert llm_fleet.llm_fleet_layout(hv, topo, "m", PORTS)["peers"] == []
 
 
 def test_a_host_without_an_address_is_named():

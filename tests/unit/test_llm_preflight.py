@@ -66,7 +66,7 @@ def test_every_host_path_variable_is_checked():
     controller = {"llm_plan_report_dir", "open_webui_admin_password_dir", "base_extra_ca_certificates",
                   "llamacpp_package_store", "llamacpp_package_dir", "python_runtime_wheelhouse_src",
                   "nginx_tls_certificate_src", "nginx_tls_certificate_key_src",
-                  "postgresql_password_dir", "redis_password_dir",
+                  "postgresql_password_dir", "redis_password_dir", "nginx_monitoring_password_dir",
                   # base's controller_secret entry point: set by the calling roles, never by the operator
                   "base_secret_dir", "base_secret_file", "nginx_fleet_ca_dir", "llm_fleet_secrets_dir"}
     not_paths = {"open_webui_redis_key_prefix"}  # Open WebUI's REDIS_KEY_PREFIX, a word

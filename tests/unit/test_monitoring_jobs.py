@@ -43,3 +43,28 @@ def test_a_host_without_a_usable_engine_url_is_named(backends, needle):
 def test_check_mode_without_a_registered_engine_leaves_the_engine_job_out():
     jobs = llm_monitoring.llm_monitoring_jobs({"web1": {}}, "web1", dict(SETTINGS, require_engine=False))
     assert [j["name"] for j in jobs] == ["node", "nginx"]
+
+
+FLEET = dict(SETTINGS, engine_port=9443, engine_ca_file="/etc/prometheus/llm-fleet-ca.crt",
+             engine_server_name="llm-engine.fleet.internal")
+
+
+def test_fleet_monitoring_host_scrapes_every_host_on_its_private_address():
+    # llm_fleet_layout.peers of the monitoring host: a front+engine, an engine only, the datastore (no engine).
+    peers = [{"name": "a", "address": "10.0.0.1", "engine": True, "front": True},
+             {"name": "g", "address": "fd00::7", "engine": True, "front": False},
+             {"name": "d", "address": "10.0.0.9", "engine": False, "front": False}]
+    # The monitoring host's own llm_backends (its loopback engine) do not matter in a fleet.
+    hv = {"a": {"llm_backends": [{"base_url": "http://127.0.0.1:8081/v1"}]}}
+    assert llm_monitoring.llm_monitoring_jobs(hv, "a", dict(FLEET, peers=peers)) == [
+        {"name": "llm_engine", "scheme": "https", "metrics_path": "/metrics",
+         "bearer_token_file": "/etc/prometheus/llm-engine.key", "ca_file": "/etc/prometheus/llm-fleet-ca.crt",
+         "server_name": "llm-engine.fleet.internal",
+         "targets": [{"address": "10.0.0.1:9443", "host": "a"}, {"address": "[fd00::7]:9443", "host": "g"}]},
+        {"name": "node", "targets": [{"address": "10.0.0.1:9100", "host": "a"},
+                                     {"address": "[fd00::7]:9100", "host": "g"},
+                                     {"address": "10.0.0.9:9100", "host": "d"}]},
+        {"name": "nginx", "targets": [{"address": "10.0.0.1:9113", "host": "a"},
+                                      {"address": "[fd00::7]:9113", "host": "g"},
+                                      {"address": "10.0.0.9:9113", "host": "d"}]},
+    ]

@@ -150,3 +150,32 @@ def test_engine_key_is_for_prometheus_only(host, api_key):
 def test_monitoring_units_run_as_prometheus(host, unit):
     assert host.service(unit).is_running and host.service(unit).is_enabled
     assert host.check_output(f"systemctl show -p User --value {unit}") == "prometheus"
+
+
+def test_prometheus_and_alertmanager_uis_need_the_login(host):
+    # Through nginx's HTTPS site only (README "Monitoring"): /prometheus/ and /alertmanager/ ask for the login whose
+    # password was generated on the controller; the host keeps its hash alone, readable by nginx.
+    import base64
+    password = (REPO / ".secrets" / HOST / "monitoring-web").read_text().strip()
+    assert oct((REPO / ".secrets" / HOST / "monitoring-web").stat().st_mode & 0o777) == "0o600"
+    login = host.file("/etc/nginx/llm-monitoring.htpasswd")
+    assert (login.user, login.group, login.mode) == ("root", "www-data", 0o640)
+    assert login.content_string.startswith("monitoring:$6$") and password not in login.content_string
+
+    def get(path, user="monitoring", secret=password):
+        headers = {"Authorization": "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()} if user else {}
+        return host_http.request(HOST, "https://localhost" + path, headers=headers, timeout=30,
+                                 cacert="/etc/nginx/tls/server.crt")[:2]
+
+    for path in ("/prometheus/-/ready", "/alertmanager/-/ready", "/prometheus/api/v1/alerts"):
+        assert get(path, user="")[0] == 401, path
+        assert get(path, secret=password + "x")[0] == 401, path
+        status, body = get(path)
+        assert status == 200, (path, body)
+    # The UI's page, and its links under /prometheus/ (Prometheus knows its external URL).
+    status, page = get("/prometheus/graph")
+    assert status == 200 and "<title>Prometheus" in page, page[:300]
+    flags = json.loads(get("/prometheus/api/v1/status/flags")[1])["data"]
+    assert flags["web.external-url"] == "https://localhost/prometheus/", flags["web.external-url"]
+    status, body = get("/alertmanager/api/v2/status")
+    assert status == 200 and json.loads(body)["config"]["original"], body[:300]

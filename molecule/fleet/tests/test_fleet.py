@@ -138,6 +138,63 @@ def test_engines_refuse_anything_but_the_fronts():
     assert store.stdout.strip() == "000" and store.returncode == 28, ("the vector store", store)
 
 
+PROMETHEUS = "http://127.0.0.1:9090"
+EXPORTER_PORTS = (9100, 9113)  # node-exporter, nginx-exporter
+
+
+def _prom(path):
+    status, body = host_http.request_json(A, PROMETHEUS + path, timeout=30)
+    assert status == 200, body
+    return body["data"]
+
+
+def test_the_monitoring_host_scrapes_every_host_of_the_fleet():
+    # llm-fleet-a is the monitoring host (group llm_monitoring defaults to the first front): every job has a target
+    # per fleet host, each up - the engines' /metrics through their TLS endpoints with the key, the exporters on the
+    # private addresses, the blackbox probe of each front's HTTPS site.
+    want = {("llm_engine", A), ("llm_engine", B), ("node", A), ("node", B), ("nginx", A), ("nginx", B),
+            ("blackbox_https", A), ("blackbox_https", B), ("prometheus", A), ("alertmanager", A)}
+    deadline = time.time() + 120
+    while True:
+        targets = _prom("/api/v1/targets?state=active")["activeTargets"]
+        health = {(t["labels"]["job"], t["labels"].get("host")): t["health"] for t in targets}
+        if set(health) == want and all(v == "up" for v in health.values()) or time.time() > deadline:
+            break
+        time.sleep(5)
+    assert set(health) == want, sorted(health)
+    assert all(v == "up" for v in health.values()), [(t["labels"], t["lastError"]) for t in targets
+                                                      if t["health"] != "up"]
+    engines = {t["labels"]["host"]: t["scrapeUrl"] for t in targets if t["labels"]["job"] == "llm_engine"}
+    assert engines == {n: f"https://{_address(n)}:{ENDPOINT_PORT}/metrics" for n in HOSTS}, engines
+    # The engines' own counters, as Prometheus has them: both engines served the chats of the tests above.
+    result = _prom("/api/v1/query?query=" + "llamacpp%3Aprompt_tokens_total")["result"]
+    served = {r["metric"]["host"]: float(r["value"][1]) for r in result}
+    assert set(served) == set(HOSTS) and all(v > 0 for v in served.values()), served
+    probes = _prom("/api/v1/query?query=" + "probe_success")["result"]
+    assert {r["metric"]["host"]: r["value"][1] for r in probes} == {A: "1", B: "1"}, probes
+    # One Prometheus for the fleet: the other host runs none.
+    assert not HOSTS[B].package("prometheus").is_installed
+
+
+def test_exporters_answer_the_monitoring_host_only():
+    import subprocess
+    a, b = _address(A), _address(B)
+    for port in EXPORTER_PORTS:
+        sockets = HOSTS[B].check_output("ss -Htln")
+        assert f"{b}:{port}" in sockets and f"0.0.0.0:{port}" not in sockets, sockets
+        # The monitoring host reads the other host's exporters...
+        ok = HOSTS[A].run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 http://{b}:{port}/metrics")
+        assert ok.stdout.strip() == "200", (port, ok.stdout, ok.stderr)
+        # ...the other host (a front and engine, but not the monitoring host) does not reach the monitoring host's,
+        denied = HOSTS[B].run(f"curl -s -o /dev/null --max-time 5 http://{a}:{port}/metrics")
+        assert denied.rc == 28, (port, denied.rc, denied.stderr)
+        # ...and this machine (no fleet host) reaches neither.
+        for addr in (a, b):
+            out = subprocess.run(["curl", "-s", "-o", "/dev/null", "--max-time", "5", f"http://{addr}:{port}/metrics"],
+                                 capture_output=True, text=True)
+            assert out.returncode == 28, (addr, port, out)
+
+
 def test_open_webui_runs_on_postgresql_and_redis():
     for name, h in HOSTS.items():
         with h.sudo():
