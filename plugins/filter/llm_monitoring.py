@@ -6,12 +6,12 @@
              'targets': [{'address', 'host'}]}]
 
 settings: {'engine_key_file': <file Prometheus reads the engine key from>, 'node_port': <int>,
-'nginx_port': <int or 0: no nginx exporter>, 'require_engine': <bool, default true; false (--check,
-where the engine role has not registered llm_backends) leaves the engine job out>,
-'peers': <the fleet's hosts, llm_fleet_layout.peers of the monitoring host: [{'name', 'address',
-'engine', 'front'}]; empty or absent: a host of its own>, 'engine_port': <the engines' TLS endpoint
-port>, 'engine_ca_file': <the fleet CA on the monitoring host>, 'engine_server_name': <the name
-the engines' certificates carry>}.
+'nginx_port': <int or 0: no nginx exporter>, 'nginx_log_port': <mtail's port, int or 0: none>,
+'require_engine': <bool, default true; false (--check, where the engine role has not registered
+llm_backends) leaves the engine job out>, 'peers': <the fleet's hosts, llm_fleet_layout.peers of
+the monitoring host: [{'name', 'address', 'engine', 'front'}]; empty or absent: a host of its
+own>, 'engine_port': <the engines' TLS endpoint port>, 'engine_ca_file': <the fleet CA on the
+monitoring host>, 'engine_server_name': <the name the engines' certificates carry>}.
 
 One host is its own monitoring host (single host, or each island of an inventory without fleet
 groups): every target is on its loopback. In a fleet the monitoring host scrapes every host's
@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 ENGINE_JOB = "llm_engine"
 NODE_JOB = "node"
 NGINX_JOB = "nginx"
+NGINX_LOG_JOB = "nginx_log"
 
 
 def _engine_address(base_url: str, host: str) -> str:
@@ -64,6 +65,8 @@ def _fleet_jobs(peers: List[Mapping[str, Any]],
             {"name": NODE_JOB, "targets": every(settings["node_port"])}]
     if int(settings.get("nginx_port") or 0):
         jobs.append({"name": NGINX_JOB, "targets": every(settings["nginx_port"])})
+    if int(settings.get("nginx_log_port") or 0):
+        jobs.append({"name": NGINX_LOG_JOB, "targets": every(settings["nginx_log_port"])})
     return jobs
 
 
@@ -85,6 +88,8 @@ def llm_monitoring_jobs(hostvars: Mapping[str, Any], host: str,
     jobs.append({"name": NODE_JOB, "targets": local(settings["node_port"])})
     if int(settings.get("nginx_port") or 0):
         jobs.append({"name": NGINX_JOB, "targets": local(settings["nginx_port"])})
+    if int(settings.get("nginx_log_port") or 0):
+        jobs.append({"name": NGINX_LOG_JOB, "targets": local(settings["nginx_log_port"])})
     return jobs
 
 

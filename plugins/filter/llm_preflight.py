@@ -31,7 +31,8 @@ PORTS = ("vllm_port", "llamacpp_port", "open_webui_port", "nginx_http_port", "ng
 # Ports of the monitoring stack (roles monitoring, exporters): checked like PORTS unless
 # llm_monitoring_enabled is false.
 MONITORING_PORTS = ("monitoring_prometheus_port", "monitoring_alertmanager_port",
-                    "monitoring_blackbox_port", "exporters_node_port", "exporters_nginx_port")
+                    "monitoring_blackbox_port", "exporters_node_port", "exporters_nginx_port",
+                    "exporters_nginx_log_port")
 RANGES: Dict[str, Tuple[int, Optional[int]]] = dict(
     {name: (1, 65535) for name in PORTS + MONITORING_PORTS},
     exporters_gpu_interval=(5, 3600),
@@ -720,12 +721,13 @@ def llm_tls_problems(values: Dict[str, Any], server_name: str = "",
 
 # --- ports -------------------------------------------------------------------------------------
 PORT_DEFAULTS = ("defaults: vllm_port 8000, llamacpp_port 8081, open_webui_port 3000, "
-                 "nginx 80/443, nginx_status_port 8091; monitoring: 9090, 9093, 9115, 9100, 9113")
+                 "nginx 80/443, nginx_status_port 8091; "
+                 "monitoring: 9090, 9093, 9115, 9100, 9113, 3903")
 # Listening sockets that are the bundle's own: these process names, or the services' users (the
-# Debian packages of Prometheus and its exporters run as the user prometheus).
+# Debian packages of Prometheus and its exporters run as the user prometheus, mtail as mtail).
 OUR_PROCESSES = ("nginx", "llama-server", "open-webui")
 OUR_USERS = ("vllm_user", "llamacpp_user", "open_webui_user")
-OUR_FIXED_USERS = ("prometheus",)
+OUR_FIXED_USERS = ("prometheus", "mtail")
 
 
 def _effective(name: str, values: Dict[str, Any], defaults: Dict[str, Any]) -> Any:

@@ -85,15 +85,15 @@ def test_layout_of_a_front_engine_and_datastore_host():
 
 
 def test_monitored_fleet_opens_exporters_and_engines_to_the_monitoring_host_only():
-    # Monitoring host m (own host), front f, engine g; exporters on 9100 and 9113.
+    # Monitoring host m (own host), front f, engine g; exporters on 9100, 9113 and 3903.
     topo = llm_fleet.llm_fleet_topology({"llm_engines": ["g"], "llm_fronts": ["f"], "llm_monitoring": ["m"]},
                                         ["f", "g", "m"])
     hv = {"f": _hv("10.0.0.1"), "g": _hv("10.0.0.2"), "m": _hv("10.0.0.3")}
-    ports = dict(PORTS, exporters=[9100, 9113])
+    ports = dict(PORTS, exporters=[9100, 9113, 3903])
     g = llm_fleet.llm_fleet_layout(hv, topo, "g", ports)
     assert g["engine_clients"] == ["10.0.0.1", "10.0.0.3"] and g["monitoring_address"] == "10.0.0.3"
     assert [(r["port"], r["from"]) for r in g["firewall_allow"]] == [
-        (9443, ["10.0.0.1", "10.0.0.3"]), (9100, ["10.0.0.3"]), (9113, ["10.0.0.3"])]
+        (9443, ["10.0.0.1", "10.0.0.3"]), (9100, ["10.0.0.3"]), (9113, ["10.0.0.3"]), (3903, ["10.0.0.3"])]
     assert not g["monitoring"] and g["peers"] == []
     m = llm_fleet.llm_fleet_layout(hv, topo, "m", ports)
     assert m["monitoring"] and m["peers"] == [

@@ -10,7 +10,8 @@ _spec = importlib.util.spec_from_file_location("llm_monitoring", REPO / "plugins
 llm_monitoring = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(llm_monitoring)
 
-SETTINGS = {"engine_key_file": "/etc/prometheus/llm-engine.key", "node_port": 9100, "nginx_port": 9113}
+SETTINGS = {"engine_key_file": "/etc/prometheus/llm-engine.key", "node_port": 9100, "nginx_port": 9113,
+            "nginx_log_port": 3903}
 
 
 def test_llamacpp_host_scrapes_its_engine_node_and_nginx_on_loopback():
@@ -21,12 +22,13 @@ def test_llamacpp_host_scrapes_its_engine_node_and_nginx_on_loopback():
          "targets": [{"address": "127.0.0.1:8081", "host": "web1"}]},
         {"name": "node", "targets": [{"address": "127.0.0.1:9100", "host": "web1"}]},
         {"name": "nginx", "targets": [{"address": "127.0.0.1:9113", "host": "web1"}]},
+        {"name": "nginx_log", "targets": [{"address": "127.0.0.1:3903", "host": "web1"}]},
     ]
 
 
 def test_engine_port_follows_the_base_url_and_nginx_exporter_can_be_off():
     hv = {"gpu1": {"llm_backends": [{"base_url": "http://[::1]:8000/v1"}]}}
-    jobs = llm_monitoring.llm_monitoring_jobs(hv, "gpu1", dict(SETTINGS, nginx_port=0))
+    jobs = llm_monitoring.llm_monitoring_jobs(hv, "gpu1", dict(SETTINGS, nginx_port=0, nginx_log_port=0))
     assert [j["name"] for j in jobs] == ["llm_engine", "node"]
     assert jobs[0]["targets"] == [{"address": "[::1]:8000", "host": "gpu1"}]
 
@@ -42,7 +44,7 @@ def test_a_host_without_a_usable_engine_url_is_named(backends, needle):
 
 def test_check_mode_without_a_registered_engine_leaves_the_engine_job_out():
     jobs = llm_monitoring.llm_monitoring_jobs({"web1": {}}, "web1", dict(SETTINGS, require_engine=False))
-    assert [j["name"] for j in jobs] == ["node", "nginx"]
+    assert [j["name"] for j in jobs] == ["node", "nginx", "nginx_log"]
 
 
 FLEET = dict(SETTINGS, engine_port=9443, engine_ca_file="/etc/prometheus/llm-fleet-ca.crt",
@@ -67,4 +69,7 @@ def test_fleet_monitoring_host_scrapes_every_host_on_its_private_address():
         {"name": "nginx", "targets": [{"address": "10.0.0.1:9113", "host": "a"},
                                       {"address": "[fd00::7]:9113", "host": "g"},
                                       {"address": "10.0.0.9:9113", "host": "d"}]},
+        {"name": "nginx_log", "targets": [{"address": "10.0.0.1:3903", "host": "a"},
+                                          {"address": "[fd00::7]:3903", "host": "g"},
+                                          {"address": "10.0.0.9:3903", "host": "d"}]},
     ]

@@ -33,8 +33,8 @@ PROMETHEUS = "http://127.0.0.1:9090"
 ALERTMANAGER = "http://127.0.0.1:9093"
 RULES = REPO / "roles" / "monitoring" / "files" / "llm-alerts.rules.yml"
 # Loopback ports of the monitoring stack: Prometheus, Alertmanager, blackbox, node-exporter, nginx-exporter,
-# nginx's stub_status.
-PORTS = (9090, 9093, 9115, 9100, 9113, 8091)
+# nginx's stub_status, mtail.
+PORTS = (9090, 9093, 9115, 9100, 9113, 8091, 3903)
 
 
 def prom(path):
@@ -61,7 +61,7 @@ def active_alerts(name):
 
 
 def test_every_target_is_scraped(host):
-    want = {"llm_engine", "node", "nginx", "blackbox_https", "prometheus", "alertmanager"}
+    want = {"llm_engine", "node", "nginx", "nginx_log", "blackbox_https", "prometheus", "alertmanager"}
     deadline = time.time() + 4 * scrape_interval(host) + 30
     while True:
         targets = prom("/api/v1/targets?state=active")["activeTargets"]
@@ -145,11 +145,28 @@ def test_engine_key_is_for_prometheus_only(host, api_key):
     assert api_key not in host.check_output("cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' '")
 
 
-@pytest.mark.parametrize("unit", ["prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter",
-                                  "prometheus-node-exporter", "prometheus-nginx-exporter"])
-def test_monitoring_units_run_as_prometheus(host, unit):
+@pytest.mark.parametrize("unit, user", [("prometheus", "prometheus"), ("prometheus-alertmanager", "prometheus"),
+                                        ("prometheus-blackbox-exporter", "prometheus"),
+                                        ("prometheus-node-exporter", "prometheus"),
+                                        ("prometheus-nginx-exporter", "prometheus"), ("mtail", "mtail")])
+def test_monitoring_units_run_as_their_users(host, unit, user):
     assert host.service(unit).is_running and host.service(unit).is_enabled
-    assert host.check_output(f"systemctl show -p User --value {unit}") == "prometheus"
+    assert host.check_output(f"systemctl show -p User --value {unit}") == user
+
+
+def test_nginx_status_codes_reach_prometheus(host):
+    # mtail counts the HTTPS site's access log by status (LlmHttp5xx's series): two API calls without the key raise
+    # the 401 count as Prometheus reads it.
+    expr = 'sum(llm_nginx_responses_total{job="nginx_log",status="401"})'
+    before = query(expr).get("", 0.0)
+    for _ in range(2):
+        status = host_http.request(HOST, "https://localhost/v1/chat/completions", timeout=30, options=["insecure"],
+                                   body={"model": "x", "messages": [{"role": "user", "content": "x"}]})[0]
+        assert status == 401, status
+    deadline = time.time() + 3 * scrape_interval(host) + 15
+    while query(expr).get("", 0.0) < before + 2 and time.time() < deadline:
+        time.sleep(3)
+    assert query(expr).get("", 0.0) >= before + 2, (before, query(expr))
 
 
 def test_prometheus_and_alertmanager_uis_need_the_login(host):

@@ -139,7 +139,7 @@ def test_engines_refuse_anything_but_the_fronts():
 
 
 PROMETHEUS = "http://127.0.0.1:9090"
-EXPORTER_PORTS = (9100, 9113)  # node-exporter, nginx-exporter
+EXPORTER_PORTS = (9100, 9113, 3903)  # node-exporter, nginx-exporter, mtail
 
 
 def _prom(path):
@@ -153,7 +153,8 @@ def test_the_monitoring_host_scrapes_every_host_of_the_fleet():
     # per fleet host, each up - the engines' /metrics through their TLS endpoints with the key, the exporters on the
     # private addresses, the blackbox probe of each front's HTTPS site.
     want = {("llm_engine", A), ("llm_engine", B), ("node", A), ("node", B), ("nginx", A), ("nginx", B),
-            ("blackbox_https", A), ("blackbox_https", B), ("prometheus", A), ("alertmanager", A)}
+            ("nginx_log", A), ("nginx_log", B), ("blackbox_https", A), ("blackbox_https", B), ("prometheus", A),
+            ("alertmanager", A)}
     deadline = time.time() + 120
     while True:
         targets = _prom("/api/v1/targets?state=active")["activeTargets"]
