@@ -196,3 +196,38 @@ def test_prometheus_and_alertmanager_uis_need_the_login(host):
     assert flags["web.external-url"] == "https://localhost/prometheus/", flags["web.external-url"]
     status, body = get("/alertmanager/api/v2/status")
     assert status == 200 and json.loads(body)["config"]["original"], body[:300]
+
+
+def test_prometheus_alert_page_in_a_browser(host):
+    # What an operator sees: Prometheus' alert page through nginx's /prometheus/ in a real browser (Debian's chromium),
+    # signed in with the monitoring login: its scripts and API calls work under the prefix and list the bundle's rules.
+    # Screenshot: .cache/reports/prometheus-alerts.png (README "Monitoring").
+    import shutil
+    import subprocess
+
+    from playwright.sync_api import sync_playwright
+
+    ports = subprocess.run(["podman", "port", HOST, "443/tcp"], capture_output=True, text=True).stdout.split()
+    assert ports, f"{HOST} publishes no HTTPS port (molecule.yml published_ports)"
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is not installed (make host-packages)"
+    password = (REPO / ".secrets" / HOST / "monitoring-web").read_text().strip()
+    shots = REPO / ".cache" / "reports"
+    shots.mkdir(parents=True, exist_ok=True)
+    url = f"https://localhost:{ports[0].rsplit(':', 1)[1]}/prometheus/alerts"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            anonymous = browser.new_context(ignore_https_errors=True).new_page()
+            assert anonymous.goto(url).status == 401
+            page = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 1000},
+                                       http_credentials={"username": "monitoring", "password": password}).new_page()
+            page.set_default_timeout(60_000)
+            assert page.goto(url, wait_until="networkidle").status == 200
+            page.get_by_text("LlmEngineDown").first.wait_for()
+            shown = page.locator("body").inner_text()
+            page.screenshot(path=str(shots / "prometheus-alerts.png"), full_page=False)
+        finally:
+            browser.close()
+    rules = re.findall(r"^\s+- alert: (\w+)", RULES.read_text(), re.M)
+    assert rules and all(rule in shown for rule in rules), [r for r in rules if r not in shown]
