@@ -32,7 +32,7 @@ PORTS = ("vllm_port", "llamacpp_port", "open_webui_port", "nginx_http_port", "ng
 # llm_monitoring_enabled is false.
 MONITORING_PORTS = ("monitoring_prometheus_port", "monitoring_alertmanager_port",
                     "monitoring_blackbox_port", "exporters_node_port", "exporters_nginx_port",
-                    "exporters_nginx_log_port")
+                    "exporters_nginx_log_port", "monitoring_grafana_port")
 RANGES: Dict[str, Tuple[int, Optional[int]]] = dict(
     {name: (1, 65535) for name in PORTS + MONITORING_PORTS},
     exporters_gpu_interval=(5, 3600),
@@ -74,7 +74,8 @@ URLS = ("base_debian_mirror", "base_debian_security_mirror", "python_runtime_ind
         "python_runtime_python_install_mirror", "open_webui_public_url",
         "nginx_open_webui_upstream", "nginx_api_upstream", "nginx_engine_local_url",
         "nginx_vector_local_url", "open_webui_chroma_url", "cuda_repo_url",
-        "monitoring_alert_webhook_url", "exporters_nginx_status_url", "monitoring_web_base_url")
+        "monitoring_alert_webhook_url", "exporters_nginx_status_url", "monitoring_web_base_url",
+        "monitoring_grafana_apt_url", "monitoring_grafana_apt_key_url")
 URLS_OPTIONAL = ("python_runtime_index_url", "python_runtime_python_install_mirror",
                  "nginx_api_upstream", "nginx_engine_local_url", "open_webui_chroma_url",
                  "monitoring_alert_webhook_url", "monitoring_web_base_url")
@@ -747,6 +748,8 @@ def llm_port_problems(values: Dict[str, Any], defaults: Optional[Dict[str, Any]]
     ports: Dict[str, int] = {}
     monitoring = _effective("llm_monitoring_enabled", values, defaults)
     names = PORTS + (MONITORING_PORTS if _as_bool(monitoring, True) else ())
+    if not _as_bool(_effective("monitoring_grafana_enabled", values, defaults), False):
+        names = tuple(n for n in names if n != "monitoring_grafana_port")
     for name in names:
         number = _as_int(_effective(name, values, defaults))
         if number is not None and 1 <= number <= 65535:

@@ -67,6 +67,7 @@ def test_every_host_path_variable_is_checked():
                   "llamacpp_package_store", "llamacpp_package_dir", "python_runtime_wheelhouse_src",
                   "nginx_tls_certificate_src", "nginx_tls_certificate_key_src",
                   "postgresql_password_dir", "redis_password_dir", "nginx_monitoring_password_dir",
+                  "monitoring_grafana_admin_password_dir",
                   # base's controller_secret entry point: set by the calling roles, never by the operator
                   "base_secret_dir", "base_secret_file", "nginx_fleet_ca_dir", "llm_fleet_secrets_dir"}
     not_paths = {"open_webui_redis_key_prefix"}  # Open WebUI's REDIS_KEY_PREFIX, a word
@@ -381,6 +382,13 @@ def test_ports_held_by_the_bundle_itself_pass():
     _one(llm_port_problems({}, DEFAULTS, "llamacpp", listeners), "llamacpp_port 8081 is in use on the host by apache2")
     _one(llm_port_problems({"vllm_user": "svc-vllm"}, DEFAULTS, "vllm", listeners),
          "vllm_port 8000 is in use on the host by python3 (pid 4242, user vllm)")
+
+
+def test_grafana_port_is_checked_only_where_grafana_is_installed():
+    listeners = [_listener(3001, "node", "app", address="127.0.0.1")]
+    assert llm_port_problems({}, DEFAULTS, "vllm", listeners) == []
+    _one(llm_port_problems({"monitoring_grafana_enabled": True}, DEFAULTS, "vllm", listeners),
+         "monitoring_grafana_port 3001 is in use on the host by node (pid 4242, user app) on 127.0.0.1")
 
 
 def test_invisible_process_and_unread_listeners():
