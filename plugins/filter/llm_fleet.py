@@ -101,7 +101,8 @@ def llm_fleet_layout(hostvars: Mapping[str, Any], topology: Mapping[str, Any], h
     ports: {'engine': <engine endpoint port>, 'postgresql': <port>, 'redis': <port>,
             'vector': <the shared vector store's TLS endpoint port>,
             'exporters': [<port every host's exporters listen on>, ...] (empty or absent: the fleet
-            is not monitored)}.
+            is not monitored), 'datastore_exporters': [<port of the datastore host's PostgreSQL and
+            Redis exporters>, ...]}.
 
     The monitoring host (topology 'monitoring') reaches every host's exporters and every engine's
     endpoint (its /metrics, with the key); 'peers' lists the hosts it scrapes (its own layout only).
@@ -132,7 +133,8 @@ def llm_fleet_layout(hostvars: Mapping[str, Any], topology: Mapping[str, Any], h
                       "comment": "Redis for Open WebUI"})
         allow.append({"port": int(ports["vector"]), "proto": "tcp", "from": front_addresses,
                       "comment": "Chroma vector store (TLS) for Open WebUI"})
-    for port in exporter_ports:
+    store_ports = [int(p) for p in ports.get("datastore_exporters") or [] if int(p)]
+    for port in exporter_ports + (store_ports if is_store and monitoring_address else []):
         allow.append({"port": port, "proto": "tcp", "from": [monitoring_address],
                       "comment": "exporter for the monitoring host"})
     gateway = []
@@ -146,7 +148,8 @@ def llm_fleet_layout(hostvars: Mapping[str, Any], topology: Mapping[str, Any], h
     if is_watcher:
         for name in dict.fromkeys(engines + fronts + [topology["datastore"], watcher]):
             peers.append({"name": name, "address": _address(hostvars, name),
-                          "engine": name in engines, "front": name in fronts})
+                          "engine": name in engines, "front": name in fronts,
+                          "datastore": name == topology["datastore"]})
     return {"address": _address(hostvars, host), "engine": is_engine, "front": is_front,
             "datastore": is_store, "monitoring": is_watcher, "engines": gateway,
             "front_addresses": front_addresses, "engine_clients": engine_clients,

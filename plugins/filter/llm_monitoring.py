@@ -11,7 +11,8 @@ settings: {'engine_key_file': <file Prometheus reads the engine key from>, 'node
 llm_backends) leaves the engine job out>, 'peers': <the fleet's hosts, llm_fleet_layout.peers of
 the monitoring host: [{'name', 'address', 'engine', 'front'}]; empty or absent: a host of its
 own>, 'engine_port': <the engines' TLS endpoint port>, 'engine_ca_file': <the fleet CA on the
-monitoring host>, 'engine_server_name': <the name the engines' certificates carry>}.
+monitoring host>, 'engine_server_name': <the name the engines' certificates carry>,
+'postgres_port', 'redis_port': <the datastore host's exporters; 0 or absent: none>}.
 
 One host is its own monitoring host (single host, or each island of an inventory without fleet
 groups): every target is on its loopback. In a fleet the monitoring host scrapes every host's
@@ -32,6 +33,8 @@ ENGINE_JOB = "llm_engine"
 NODE_JOB = "node"
 NGINX_JOB = "nginx"
 NGINX_LOG_JOB = "nginx_log"
+POSTGRES_JOB = "postgresql"
+REDIS_JOB = "redis"
 
 
 def _engine_address(base_url: str, host: str) -> str:
@@ -67,6 +70,9 @@ def _fleet_jobs(peers: List[Mapping[str, Any]],
         jobs.append({"name": NGINX_JOB, "targets": every(settings["nginx_port"])})
     if int(settings.get("nginx_log_port") or 0):
         jobs.append({"name": NGINX_LOG_JOB, "targets": every(settings["nginx_log_port"])})
+    for job, key in ((POSTGRES_JOB, "postgres_port"), (REDIS_JOB, "redis_port")):
+        if int(settings.get(key) or 0):
+            jobs.append({"name": job, "targets": every(settings[key], "datastore")})
     return jobs
 
 

@@ -32,7 +32,8 @@ PORTS = ("vllm_port", "llamacpp_port", "open_webui_port", "nginx_http_port", "ng
 # llm_monitoring_enabled is false.
 MONITORING_PORTS = ("monitoring_prometheus_port", "monitoring_alertmanager_port",
                     "monitoring_blackbox_port", "exporters_node_port", "exporters_nginx_port",
-                    "exporters_nginx_log_port", "monitoring_grafana_port")
+                    "exporters_nginx_log_port", "monitoring_grafana_port",
+                    "exporters_postgres_port", "exporters_redis_port")
 RANGES: Dict[str, Tuple[int, Optional[int]]] = dict(
     {name: (1, 65535) for name in PORTS + MONITORING_PORTS},
     exporters_gpu_interval=(5, 3600),
@@ -300,7 +301,7 @@ NETWORK_LISTS = ("postgresql_allow_from",)                                 # add
 DATASTORE_URLS = ("open_webui_database_url", "open_webui_redis_url")
 DATASTORE_CHECKED = DATASTORE_URLS + ADDRESS_LISTS + NETWORK_LISTS + DATASTORE_PASSWORDS + (
     "postgresql_database", "postgresql_user", "postgresql_settings", "redis_user",
-    "redis_maxmemory")
+    "redis_maxmemory", "postgresql_monitor_role", "redis_monitor_user")
 
 
 def _datastore_url_problem(name: str, value: Any, schemes: Tuple[str, ...], example: str,
@@ -357,9 +358,16 @@ def _datastore_problems(values: Dict[str, Any]) -> List[str]:
             p.append("%s %r is not a plain PostgreSQL name (lower-case letters, digits and _, "
                      "starting with a letter or _, at most 63): use e.g. %s"
                      % (name, str(values[name]), fixed[:63] or "open_webui"))
-    if "redis_user" in values and not REDIS_USER_RE.match(str(values["redis_user"])):
-        p.append("redis_user %r is not one word of letters, digits, _ . and -: use e.g. open-webui"
-                 % str(values["redis_user"]))
+    monitor = str(values.get("postgresql_monitor_role") or "")
+    if monitor and not PG_NAME_RE.match(monitor):
+        p.append("postgresql_monitor_role %r is not a plain PostgreSQL name (lower-case letters, "
+                 "digits and _, starting with a letter or _, at most 63): use e.g. prometheus, or "
+                 "empty for none" % monitor)
+    for name, example in (("redis_user", "open-webui"), ("redis_monitor_user", "llm-monitor")):
+        if name in values and (values[name] or name == "redis_user") \
+                and not REDIS_USER_RE.match(str(values[name])):
+            p.append("%s %r is not one word of letters, digits, _ . and -: use e.g. %s"
+                     % (name, str(values[name]), example))
     if "redis_maxmemory" in values and not REDIS_MEMORY_RE.match(str(values["redis_maxmemory"])):
         p.append("redis_maxmemory %r is not a Redis memory size: use e.g. 256mb or 1gb"
                  % str(values["redis_maxmemory"]))

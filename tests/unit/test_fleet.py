@@ -89,17 +89,21 @@ def test_monitored_fleet_opens_exporters_and_engines_to_the_monitoring_host_only
     topo = llm_fleet.llm_fleet_topology({"llm_engines": ["g"], "llm_fronts": ["f"], "llm_monitoring": ["m"]},
                                         ["f", "g", "m"])
     hv = {"f": _hv("10.0.0.1"), "g": _hv("10.0.0.2"), "m": _hv("10.0.0.3")}
-    ports = dict(PORTS, exporters=[9100, 9113, 3903])
+    ports = dict(PORTS, exporters=[9100, 9113, 3903], datastore_exporters=[9187, 9121])
     g = llm_fleet.llm_fleet_layout(hv, topo, "g", ports)
     assert g["engine_clients"] == ["10.0.0.1", "10.0.0.3"] and g["monitoring_address"] == "10.0.0.3"
     assert [(r["port"], r["from"]) for r in g["firewall_allow"]] == [
         (9443, ["10.0.0.1", "10.0.0.3"]), (9100, ["10.0.0.3"]), (9113, ["10.0.0.3"]), (3903, ["10.0.0.3"])]
     assert not g["monitoring"] and g["peers"] == []
+    # The datastore (the first front, f) also opens its PostgreSQL and Redis exporters to the monitoring host.
+    f = llm_fleet.llm_fleet_layout(hv, topo, "f", ports)
+    assert [(r["port"], r["from"]) for r in f["firewall_allow"]][-5:] == [
+        (9100, ["10.0.0.3"]), (9113, ["10.0.0.3"]), (3903, ["10.0.0.3"]), (9187, ["10.0.0.3"]), (9121, ["10.0.0.3"])]
     m = llm_fleet.llm_fleet_layout(hv, topo, "m", ports)
     assert m["monitoring"] and m["peers"] == [
-        {"name": "g", "address": "10.0.0.2", "engine": True, "front": False},
-        {"name": "f", "address": "10.0.0.1", "engine": False, "front": True},
-        {"name": "m", "address": "10.0.0.3", "engine": False, "front": False}]
+        {"name": "g", "address": "10.0.0.2", "engine": True, "front": False, "datastore": False},
+        {"name": "f", "address": "10.0.0.1", "engine": False, "front": True, "datastore": True},
+        {"name": "m", "address": "10.0.0.3", "engine": False, "front": False, "datastore": False}]
     # Monitoring off (no exporter ports): the engines stay the fronts' alone, nobody gets peers.
     off = llm_fleet.llm_fleet_layout(hv, topo, "g", PORTS)
     assert off["engine_clients"] == ["10.0.0.1"] and off["monitoring_address"] == ""

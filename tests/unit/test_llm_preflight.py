@@ -460,6 +460,9 @@ def test_secret_url_with_a_line_break_is_named_not_quoted():
      "a letter or _, at most 63): use e.g. open_webui"),
     ({"postgresql_database": "1chats"}, "postgresql_database '1chats' is not a plain PostgreSQL name"),
     ({"redis_user": "open webui"}, "redis_user 'open webui' is not one word"),
+    ({"redis_monitor_user": "llm monitor"}, "redis_monitor_user 'llm monitor' is not one word of letters, digits, "
+     "_ . and -: use e.g. llm-monitor"),
+    ({"postgresql_monitor_role": "Prom"}, "postgresql_monitor_role 'Prom' is not a plain PostgreSQL name"),
     ({"redis_maxmemory": "half"}, "redis_maxmemory 'half' is not a Redis memory size: use e.g. 256mb or 1gb"),
     ({"postgresql_settings": {"work-mem": "16MB"}}, "postgresql_settings has the key 'work-mem'"),
     ({"postgresql_settings": {"work_mem": "16MB\nfsync = off"}},

@@ -53,12 +53,13 @@ FLEET = dict(SETTINGS, engine_port=9443, engine_ca_file="/etc/prometheus/llm-fle
 
 def test_fleet_monitoring_host_scrapes_every_host_on_its_private_address():
     # llm_fleet_layout.peers of the monitoring host: a front+engine, an engine only, the datastore (no engine).
-    peers = [{"name": "a", "address": "10.0.0.1", "engine": True, "front": True},
-             {"name": "g", "address": "fd00::7", "engine": True, "front": False},
-             {"name": "d", "address": "10.0.0.9", "engine": False, "front": False}]
+    peers = [{"name": "a", "address": "10.0.0.1", "engine": True, "front": True, "datastore": False},
+             {"name": "g", "address": "fd00::7", "engine": True, "front": False, "datastore": False},
+             {"name": "d", "address": "10.0.0.9", "engine": False, "front": False, "datastore": True}]
     # The monitoring host's own llm_backends (its loopback engine) do not matter in a fleet.
     hv = {"a": {"llm_backends": [{"base_url": "http://127.0.0.1:8081/v1"}]}}
-    assert llm_monitoring.llm_monitoring_jobs(hv, "a", dict(FLEET, peers=peers)) == [
+    settings = dict(FLEET, peers=peers, postgres_port=9187, redis_port=9121)
+    assert llm_monitoring.llm_monitoring_jobs(hv, "a", settings) == [
         {"name": "llm_engine", "scheme": "https", "metrics_path": "/metrics",
          "bearer_token_file": "/etc/prometheus/llm-engine.key", "ca_file": "/etc/prometheus/llm-fleet-ca.crt",
          "server_name": "llm-engine.fleet.internal",
@@ -72,4 +73,6 @@ def test_fleet_monitoring_host_scrapes_every_host_on_its_private_address():
         {"name": "nginx_log", "targets": [{"address": "10.0.0.1:3903", "host": "a"},
                                           {"address": "[fd00::7]:3903", "host": "g"},
                                           {"address": "10.0.0.9:3903", "host": "d"}]},
+        {"name": "postgresql", "targets": [{"address": "10.0.0.9:9187", "host": "d"}]},
+        {"name": "redis", "targets": [{"address": "10.0.0.9:9121", "host": "d"}]},
     ]

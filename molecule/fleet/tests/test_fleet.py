@@ -140,6 +140,7 @@ def test_engines_refuse_anything_but_the_fronts():
 
 PROMETHEUS = "http://127.0.0.1:9090"
 EXPORTER_PORTS = (9100, 9113, 3903)  # node-exporter, nginx-exporter, mtail
+DATASTORE_EXPORTER_PORTS = (9187, 9121)  # PostgreSQL's and Redis' exporters, on the datastore host (A)
 
 
 def _prom(path):
@@ -154,7 +155,7 @@ def test_the_monitoring_host_scrapes_every_host_of_the_fleet():
     # private addresses, the blackbox probe of each front's HTTPS site.
     want = {("llm_engine", A), ("llm_engine", B), ("node", A), ("node", B), ("nginx", A), ("nginx", B),
             ("nginx_log", A), ("nginx_log", B), ("blackbox_https", A), ("blackbox_https", B), ("prometheus", A),
-            ("alertmanager", A)}
+            ("alertmanager", A), ("postgresql", A), ("redis", A)}
     deadline = time.time() + 120
     while True:
         targets = _prom("/api/v1/targets?state=active")["activeTargets"]
@@ -171,6 +172,10 @@ def test_the_monitoring_host_scrapes_every_host_of_the_fleet():
     result = _prom("/api/v1/query?query=" + "llamacpp%3Aprompt_tokens_total")["result"]
     served = {r["metric"]["host"]: float(r["value"][1]) for r in result}
     assert set(served) == set(HOSTS) and all(v > 0 for v in served.values()), served
+    # The datastore's exporters reach PostgreSQL (peer authentication) and Redis (the monitoring ACL user).
+    for up in ("pg_up", "redis_up"):
+        result = _prom("/api/v1/query?query=" + up)["result"]
+        assert [(r["metric"]["host"], r["value"][1]) for r in result] == [(A, "1")], (up, result)
     probes = _prom("/api/v1/query?query=" + "probe_success")["result"]
     assert {r["metric"]["host"]: r["value"][1] for r in probes} == {A: "1", B: "1"}, probes
     # One Prometheus for the fleet: the other host runs none.
@@ -194,6 +199,20 @@ def test_exporters_answer_the_monitoring_host_only():
             out = subprocess.run(["curl", "-s", "-o", "/dev/null", "--max-time", "5", f"http://{addr}:{port}/metrics"],
                                  capture_output=True, text=True)
             assert out.returncode == 28, (addr, port, out)
+    for port in DATASTORE_EXPORTER_PORTS:
+        sockets = HOSTS[A].check_output("ss -Htln")
+        assert f"{a}:{port}" in sockets and f"0.0.0.0:{port}" not in sockets, sockets
+        denied = HOSTS[B].run(f"curl -s -o /dev/null --max-time 5 http://{a}:{port}/metrics")
+        assert denied.rc == 28, (port, denied.rc, denied.stderr)
+    # The exporter's Redis user reads INFO but no key.
+    with HOSTS[A].sudo():
+        env = HOSTS[A].file("/etc/default/prometheus-redis-exporter")
+        assert (env.user, env.mode) == ("root", 0o600)
+        password = next(line.split("=", 1)[1] for line in env.content_string.splitlines()
+                        if line.startswith("REDIS_PASSWORD="))
+    cli = f"REDISCLI_AUTH={password} redis-cli --no-auth-warning --user llm-monitor "
+    assert "redis_version" in HOSTS[A].check_output(cli + "INFO server")
+    assert "NOPERM" in HOSTS[A].run(cli + "GET anything").stdout
 
 
 def test_open_webui_runs_on_postgresql_and_redis():
