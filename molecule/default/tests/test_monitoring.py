@@ -132,7 +132,7 @@ def test_monitoring_listens_on_loopback_only(host):
     address = host.check_output("hostname -I").split()[0]
     for port in PORTS:
         with socket.socket() as s:
-            s.settimeout(3)
+            s.settimeout(1)
             assert s.connect_ex((address, port)) != 0, f"{address}:{port} answers from outside the host"
 
 
@@ -189,9 +189,13 @@ def test_prometheus_and_alertmanager_uis_need_the_login(host):
         assert get(path, secret=password + "x")[0] == 401, path
         status, body = get(path)
         assert status == 200, (path, body)
-    # The UI's page, and its links under /prometheus/ (Prometheus knows its external URL).
-    status, page = get("/prometheus/graph")
+    # The UI (Debian's Prometheus ships the classic one): /prometheus/ leads to it, its links keep the prefix
+    # (Prometheus knows its external URL).
+    status, page = get("/prometheus/")
+    assert status == 302, (status, page[:300])
+    status, page = get("/prometheus/classic/graph")
     assert status == 200 and "<title>Prometheus" in page, page[:300]
+    assert 'src="/prometheus/classic/static/' in page, page[:1000]
     flags = json.loads(get("/prometheus/api/v1/status/flags")[1])["data"]
     assert flags["web.external-url"] == "https://localhost/prometheus/", flags["web.external-url"]
     status, body = get("/alertmanager/api/v2/status")
@@ -201,7 +205,7 @@ def test_prometheus_and_alertmanager_uis_need_the_login(host):
 def test_prometheus_alert_page_in_a_browser(host):
     # What an operator sees: Prometheus' alert page through nginx's /prometheus/ in a real browser (Debian's chromium),
     # signed in with the monitoring login: its scripts and API calls work under the prefix and list the bundle's rules.
-    # Screenshot: .cache/reports/prometheus-alerts.png (README "Monitoring").
+    # Screenshot: .cache/reports/prometheus-alerts.png (roles/monitoring/prometheus-alerts.png in the README).
     import shutil
     import subprocess
 
@@ -214,7 +218,7 @@ def test_prometheus_alert_page_in_a_browser(host):
     password = (REPO / ".secrets" / HOST / "monitoring-web").read_text().strip()
     shots = REPO / ".cache" / "reports"
     shots.mkdir(parents=True, exist_ok=True)
-    url = f"https://localhost:{ports[0].rsplit(':', 1)[1]}/prometheus/alerts"
+    url = f"https://localhost:{ports[0].rsplit(':', 1)[1]}/prometheus/classic/alerts"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         try:
