@@ -189,7 +189,7 @@ TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/-]+\Z")
 TOKEN_CHARS = "A-Z a-z 0-9 . _ ~ + / -"
 TOKENS = ("open_webui_chroma_token", "llm_fleet_chroma_token", "nginx_vector_endpoint_token")
 # Datastore passwords (roles postgresql and redis) the operator sets instead of generated ones.
-DATASTORE_PASSWORDS = ("postgresql_password", "redis_password")
+DATASTORE_PASSWORDS = ("postgresql_password", "redis_password", "redis_monitor_password")
 DATASTORE_PASSWORD_MIN = 16
 PASSWORD_MIN = 12
 API_KEY_MIN = 32

@@ -115,23 +115,35 @@ def _redis(text: str) -> dict:
 
 
 PASSWORD = "R3disPassw0rdR3disPassw0rd"
+MONITOR_PASSWORD = "M0nitorPassw0rdM0nitorPassw0rd"
 
 
 def test_redis_loopback_acl_user_no_persistence():
-    text = render(REDIS, "redis.conf.j2", redis_password_effective=PASSWORD)
+    # redis_monitor_user's default (a template) as site.yml renders it with monitoring on.
+    text = render(REDIS, "redis.conf.j2", redis_password_effective=PASSWORD, redis_monitor_user="llm-monitor",
+                  redis_monitor_password_effective=MONITOR_PASSWORD)
     conf = _redis(text)
     assert conf["bind"] == ["127.0.0.1 -::1"] and conf["protected-mode"] == ["yes"] and conf["port"] == ["6379"]
     assert conf["save"] == ['""'] and conf["appendonly"] == ["no"]
     digest = hashlib.sha256(PASSWORD.encode()).hexdigest()
+    monitor = hashlib.sha256(MONITOR_PASSWORD.encode()).hexdigest()
     assert conf["user"] == ["default off resetpass -@all",
-                            "open-webui on #%s ~* &* +@all -@admin" % digest]
-    assert PASSWORD not in text  # only the SHA-256 is in the file
+                            "open-webui on #%s ~* &* +@all -@admin" % digest,
+                            # The exporter's user: INFO and read-only server commands, no key, no channel.
+                            "llm-monitor on #%s resetkeys resetchannels -@all +@connection +info +ping +config|get "
+                            "+slowlog|get +slowlog|len +latency|latest +client|list +dbsize +memory|stats "
+                            "+module|list" % monitor]
+    assert PASSWORD not in text and MONITOR_PASSWORD not in text  # only the SHA-256 is in the file
+    # Monitoring off: no exporter user.
+    off = _redis(render(REDIS, "redis.conf.j2", redis_password_effective=PASSWORD, redis_monitor_user=""))
+    assert off["user"] == conf["user"][:2]
     assert "requirepass" not in conf
     assert (conf["maxmemory"], conf["maxmemory-policy"]) == (["256mb"], ["volatile-lru"])
 
 
 def test_redis_fleet_binds_the_private_address_too():
     conf = _redis(render(REDIS, "redis.conf.j2", redis_password_effective=PASSWORD,
+                         redis_monitor_user="llm-monitor", redis_monitor_password_effective=MONITOR_PASSWORD,
                          redis_bind_addresses=["10.0.0.5", "127.0.0.1"], redis_port=6380))
     assert conf["bind"] == ["127.0.0.1 -::1 10.0.0.5"] and conf["port"] == ["6380"]
 

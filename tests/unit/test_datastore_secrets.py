@@ -31,7 +31,7 @@ PLAY = """
         tasks_from: secrets
     - name: Hand the published passwords to the test
       ansible.builtin.copy:
-        content: "{{{{ postgresql_password_effective }}}}\\n{{{{ redis_password_effective }}}}\\n"
+        content: "{{{{ postgresql_password_effective }}}}\\n{{{{ redis_password_effective }}}}\\n{{{{ redis_monitor_password_effective }}}}\\n"
         dest: {out}
         mode: "0600"
       no_log: true
@@ -56,40 +56,41 @@ def _run(tmp_path, *extra, identity_list=""):
 
 
 def test_generated_passwords_are_kept_private_git_ignored_and_stable(tmp_path):
-    rc, out, (pg, redis), _ = _run(tmp_path)
+    rc, out, (pg, redis, monitor), _ = _run(tmp_path)
     assert rc == 0, out
     secrets = tmp_path / "secrets"
     assert oct(secrets.stat().st_mode & 0o777) == "0o700"
     assert (secrets / ".gitignore").read_text() == "*\n"
-    for name, password in (("postgresql-open_webui", pg), ("redis-open-webui", redis)):
+    for name, password in (("postgresql-open_webui", pg), ("redis-open-webui", redis), ("redis-llm-monitor", monitor)):
         path = secrets / name
         assert path.read_text().strip() == password, name
         assert oct(path.stat().st_mode & 0o777) == "0o600", name
         assert len(password) == 32 and password.isalnum(), name  # goes into a URL as it is
         assert password not in out
-    assert pg != redis
+    assert len({pg, redis, monitor}) == 3
     rc, out, again, _ = _run(tmp_path)
     assert rc == 0, out
-    assert again == [pg, redis]
+    assert again == [pg, redis, monitor]
 
 
 def test_operator_passwords_win_and_nothing_is_written(tmp_path):
     rc, out, published, _ = _run(tmp_path, "-e", "postgresql_password=Operator-Pg-Password-1",
-                                 "-e", "redis_password=Operator-Redis-Password-1")
+                                 "-e", "redis_password=Operator-Redis-Password-1",
+                                 "-e", "redis_monitor_password=Operator-Monitor-Password-1")
     assert rc == 0, out
-    assert published == ["Operator-Pg-Password-1", "Operator-Redis-Password-1"]
+    assert published == ["Operator-Pg-Password-1", "Operator-Redis-Password-1", "Operator-Monitor-Password-1"]
     assert not (tmp_path / "secrets").exists()
     assert "Operator-Pg-Password-1" not in out
 
 
 def test_vault_id_keeps_only_encrypted_files(tmp_path):
     (tmp_path / "vault-pass").write_text("correct horse battery staple\n")
-    rc, out, (pg, redis), env = _run(tmp_path, "-e", "postgresql_password_vault_id=ops",
+    rc, out, (pg, redis, monitor), env = _run(tmp_path, "-e", "postgresql_password_vault_id=ops",
                                      "-e", "redis_password_vault_id=ops",
                                      identity_list=f"ops@{tmp_path / 'vault-pass'}")
     assert rc == 0, out
     secrets = tmp_path / "secrets"
-    for name, password in (("postgresql-open_webui", pg), ("redis-open-webui", redis)):
+    for name, password in (("postgresql-open_webui", pg), ("redis-open-webui", redis), ("redis-llm-monitor", monitor)):
         vault = secrets / (name + ".vault")
         assert vault.read_text().startswith("$ANSIBLE_VAULT;1.2;AES256;ops\n")
         assert oct(vault.stat().st_mode & 0o777) == "0o600"
