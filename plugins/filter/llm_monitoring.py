@@ -37,6 +37,10 @@ POSTGRES_JOB = "postgresql"
 REDIS_JOB = "redis"
 
 
+def _join(address: str, port: Any) -> str:
+    return "%s:%d" % ("[%s]" % address if ":" in address else address, int(port))
+
+
 def _engine_address(base_url: str, host: str) -> str:
     """host:port of the engine's OpenAI base URL (llm_backends[0], from the engine role)."""
     if not base_url:
@@ -45,13 +49,7 @@ def _engine_address(base_url: str, host: str) -> str:
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("%s: engine base URL %r is not an http(s) URL" % (host, base_url))
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    name = "[%s]" % parts.hostname if ":" in parts.hostname else parts.hostname
-    return "%s:%d" % (name, port)
-
-
-def _join(address: str, port: Any) -> str:
-    return "%s:%d" % ("[%s]" % address if ":" in address else address, int(port))
+    return _join(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
 
 
 def _fleet_jobs(peers: List[Mapping[str, Any]],
