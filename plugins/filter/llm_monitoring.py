@@ -20,14 +20,23 @@ exporters on its private address and every engine's /metrics through its TLS end
 CA, the key). The job names are the ones the alert rules
 (roles/monitoring/files/llm-alerts.rules.yml) select on. Pinned by
 tests/unit/test_monitoring_jobs.py.
+
+    {{ lookup('file', 'llm-alerts.rules.yml') | llm_alert_rules(monitoring_alert_for) }}
+        -> the rules file with the `for:` of the named alerts replaced ({alert name: duration});
+           unchanged text when there is nothing to replace. An unknown alert name or a value that is
+           no Prometheus duration is an error (preflight reports both before any change:
+           llm_alert_for_problems).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import re
 from typing import Any, Dict, List, Mapping
 from urllib.parse import urlsplit
+
+import yaml
 
 ENGINE_JOB = "llm_engine"
 NODE_JOB = "node"
@@ -97,6 +106,52 @@ def llm_monitoring_jobs(hostvars: Mapping[str, Any], host: str,
     return jobs
 
 
+# A Prometheus duration (model.ParseDuration): units largest first, each at most once, not empty.
+DURATION = re.compile(r"^(?=\d)(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
+
+
+def _alerts(rules: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    return [rule for group in rules.get("groups") or [] for rule in group.get("rules") or []
+            if "alert" in rule]
+
+
+def llm_alert_for_problems(text: str, overrides: Any) -> List[str]:
+    """What is wrong with monitoring_alert_for, given the rules file's text (empty: nothing)."""
+    if overrides in (None, ""):
+        return []
+    if not isinstance(overrides, Mapping):
+        return ["monitoring_alert_for must be a mapping of alert name to a Prometheus duration, "
+                "e.g. {LlmEngineDown: 5m}"]
+    names = [rule["alert"] for rule in _alerts(yaml.safe_load(text))]
+    problems = []
+    for name, value in overrides.items():
+        if name not in names:
+            problems.append("monitoring_alert_for names %r, which is no alert of the bundle's "
+                            "rules (roles/monitoring/files/llm-alerts.rules.yml): use one of %s"
+                            % (name, ", ".join(names)))
+        if not DURATION.match(str(value)):
+            problems.append("monitoring_alert_for.%s is %r, not a Prometheus duration: use e.g. "
+                            "30s, 5m or 1h30m" % (name, value))
+    return problems
+
+
+def llm_alert_rules(text: str, overrides: Any) -> str:
+    problems = llm_alert_for_problems(text, overrides)
+    if problems:
+        raise ValueError("; ".join(problems))
+    if not overrides:
+        return text
+    rules = yaml.safe_load(text)
+    for rule in _alerts(rules):
+        if rule["alert"] in overrides:
+            rule["for"] = str(overrides[rule["alert"]])
+    return ("# The bundle's alert rules with monitoring_alert_for applied (" +
+            ", ".join("%s for %s" % (k, v) for k, v in sorted(overrides.items())) + ").\n" +
+            yaml.safe_dump(rules, sort_keys=False, width=110, allow_unicode=True))
+
+
 class FilterModule:
     def filters(self):
-        return {"llm_monitoring_jobs": llm_monitoring_jobs}
+        return {"llm_monitoring_jobs": llm_monitoring_jobs,
+                "llm_alert_rules": llm_alert_rules,
+                "llm_alert_for_problems": llm_alert_for_problems}

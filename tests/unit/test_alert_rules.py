@@ -70,3 +70,47 @@ def test_a_wrong_expectation_fails(promtool, tmp_path):
                                                                  "host: gpu2, instance: \"10.0.0.1:9443\"}", 1))
     proc = subprocess.run([promtool, "test", "rules", TESTS.name], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode != 0 and "LlmEngineDown" in proc.stdout + proc.stderr
+
+
+def _filters():
+    import sys
+    sys.path.insert(0, str(REPO / "plugins" / "filter"))
+    import llm_monitoring
+    return llm_monitoring
+
+
+def test_alert_for_overrides_change_only_the_named_rules_and_pass_promtool(promtool, tmp_path):
+    m = _filters()
+    text = RULES.read_text()
+    assert m.llm_alert_rules(text, {}) == text  # nothing to replace: the file as shipped, comments and all
+    out = m.llm_alert_rules(text, {"LlmEngineDown": "30s", "LlmHttp5xx": "1h30m"})
+    shipped = {r["alert"]: r for g in yaml.safe_load(text)["groups"] for r in g["rules"] if "alert" in r}
+    changed = {r["alert"]: r for g in yaml.safe_load(out)["groups"] for r in g["rules"] if "alert" in r}
+    assert changed["LlmEngineDown"]["for"] == "30s" and changed["LlmHttp5xx"]["for"] == "1h30m"
+    assert shipped["LlmEngineDown"]["for"] == "2m"
+    for name in shipped:
+        if name not in ("LlmEngineDown", "LlmHttp5xx"):
+            assert changed[name] == shipped[name], name
+    (tmp_path / "rules.yml").write_text(out)
+    proc = subprocess.run([promtool, "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_alert_for_overrides_refuse_unknown_alerts_and_bad_durations():
+    m = _filters()
+    text = RULES.read_text()
+    assert m.llm_alert_for_problems(text, {"LlmEngineDown": "1h30m", "LlmGpuHot": "90s"}) == []
+    problems = m.llm_alert_for_problems(text, {"EngineDown": "5m", "LlmGpuHot": "5min", "LlmHttp5xx": "",
+                                               "LlmDiskAlmostFull": "30m1h"})
+    assert problems[0].startswith("monitoring_alert_for names 'EngineDown', which is no alert")
+    assert "use one of LlmEngineDown, LlmNoHealthyEngine," in problems[0]
+    assert problems[1:] == ["monitoring_alert_for.%s is %r, not a Prometheus duration: use e.g. 30s, 5m or 1h30m"
+                            % (name, value) for name, value in (("LlmGpuHot", "5min"), ("LlmHttp5xx", ""),
+                                                                ("LlmDiskAlmostFull", "30m1h"))]
+    assert m.llm_alert_for_problems(text, ["LlmEngineDown"])[0].startswith("monitoring_alert_for must be a mapping")
+    try:
+        m.llm_alert_rules(text, {"LlmGpuHot": "5min"})
+    except ValueError as exc:
+        assert "LlmGpuHot" in str(exc)
+    else:
+        raise AssertionError("a bad duration was written into the rules")

@@ -109,6 +109,7 @@ RUNS = {
         "open_webui_database_url=mysql://open_webui:Db5ecretDb5ecretDb5ecret@db.example.com/open_webui",
         "open_webui_redis_url=http://cache.example.com:6379",
         json.dumps({"postgresql_allow_from": ["10.0.0.1/24"]}),
+        json.dumps({"monitoring_alert_for": {"LlmEngineDwn": "5m", "LlmHttp5xx": "5 minutes"}}),
     ],
     "tls": lambda f: [
         "llm_server_name=llm.example.com",
@@ -161,6 +162,8 @@ def preflight_run(tmp_path_factory):
     ("values", "open_webui_redis_url has the scheme http://, which Open WebUI cannot use here: use a redis:// or "
                "rediss:// URL, e.g. redis://open-webui:<password>@127.0.0.1:6379/0"),
     ("values", "postgresql_allow_from has '10.0.0.1/24', which is not an IP address or network"),
+    ("values", "monitoring_alert_for names 'LlmEngineDwn', which is no alert of the bundle's rules"),
+    ("values", "monitoring_alert_for.LlmHttp5xx is '5 minutes', not a Prometheus duration: use e.g. 30s"),
     ("tls", "nginx_tls_certificate_key_src '{other_key}' is not the key of nginx_tls_certificate_src '{cert}'"),
     ("tls", "base_extra_ca_certificates[1] '{ca_der}' is not a PEM certificate"),
     ("tls_name", "nginx_tls_certificate_src '{wrong_name_cert}' does not name the server llm.example.com"),
@@ -220,7 +223,8 @@ def test_site_accepts_good_operator_values_files_and_ports(tmp_path):
                                 "vllm_environment": {"HTTP_PROXY": "http://proxy.example.com:3128"},
                                 "open_webui_database_url": "postgresql://open_webui:Db5ecretDb5ecret@10.0.0.5/open_webui",
                                 "open_webui_redis_url": "redis://open-webui:R3disR3disR3dis@10.0.0.5:6379/0",
-                                "postgresql_allow_from": ["10.0.0.0/24", "10.0.1.7"]}),
+                                "postgresql_allow_from": ["10.0.0.0/24", "10.0.1.7"],
+                                "monitoring_alert_for": {"LlmEngineDown": "5m", "LlmHttp5xx": "1h30m"}}),
                     tags="preflight")
     assert rc == 0, out
     assert "TASK [Check ranges, formats, secrets, certificate files and ports]" in out, out

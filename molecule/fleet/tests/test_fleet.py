@@ -122,20 +122,39 @@ def test_engines_refuse_the_front_without_tls_or_key(api_key):
     assert untrusted.rc == 60, untrusted.stdout + untrusted.stderr
 
 
-def test_engines_refuse_anything_but_the_fronts():
-    # This machine (the podman bridge's gateway address) is no front: the engine hosts' firewalls drop it.
+def _from_here(commands):
+    """Runs commands on this machine at once (each a probe that must time out); returns their CompletedProcess."""
     import subprocess
-    for name in HOSTS:
-        addr = _address(name)
-        out = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5",
-                              f"https://{addr}:{ENDPOINT_PORT}/health"], capture_output=True, text=True)
-        assert out.stdout.strip() == "000" and out.returncode == 28, (name, out)
-        db = subprocess.run(["timeout", "5", "bash", "-c", f"exec 3<>/dev/tcp/{_address(A)}/5432"],
-                            capture_output=True, text=True)
-        assert db.returncode != 0, "PostgreSQL must be closed to non-fronts"
-    store = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5",
-                            f"https://{_address(A)}:{VECTOR_PORT}/api/v2/heartbeat"], capture_output=True, text=True)
-    assert store.stdout.strip() == "000" and store.returncode == 28, ("the vector store", store)
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    done = []
+    for command, proc in zip(commands, procs):
+        out, err = proc.communicate()
+        done.append(subprocess.CompletedProcess(command, proc.returncode, out, err))
+    return done
+
+
+def _curl(url, seconds=5):
+    return ["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", str(seconds), url]
+
+
+def _from_host(name, urls, seconds=5):
+    """curl's exit status for each URL, from the fleet host `name`, all at once."""
+    script = " ".join(f"(curl -s -o /dev/null --max-time {seconds} {u}; echo \"$? {u}\") &" for u in urls) + " wait"
+    out = HOSTS[name].run(script).stdout
+    return {u: int(line.split()[0]) for line in out.splitlines() for u in urls if line.split()[1:] == [u]}
+
+
+def test_engines_refuse_anything_but_the_fronts():
+    # This machine (the podman bridge's gateway address) is no front: the engine hosts' firewalls drop it. The
+    # probes run at once, each must time out (curl exit 28, no HTTP status).
+    a = _address(A)
+    probes = [_curl(f"https://{_address(name)}:{ENDPOINT_PORT}/health") for name in HOSTS]
+    probes.append(_curl(f"https://{a}:{VECTOR_PORT}/api/v2/heartbeat"))  # the vector store
+    probes.append(["timeout", "5", "bash", "-c", f"exec 3<>/dev/tcp/{a}/5432"])  # PostgreSQL
+    *https, db = _from_here(probes)
+    for out in https:
+        assert out.stdout.strip() == "000" and out.returncode == 28, out
+    assert db.returncode != 0, "PostgreSQL must be closed to non-fronts"
 
 
 PROMETHEUS = "http://127.0.0.1:9090"
@@ -183,27 +202,24 @@ def test_the_monitoring_host_scrapes_every_host_of_the_fleet():
 
 
 def test_exporters_answer_the_monitoring_host_only():
-    import subprocess
     a, b = _address(A), _address(B)
+    a_sockets, b_sockets = HOSTS[A].check_output("ss -Htln"), HOSTS[B].check_output("ss -Htln")
     for port in EXPORTER_PORTS:
-        sockets = HOSTS[B].check_output("ss -Htln")
-        assert f"{b}:{port}" in sockets and f"0.0.0.0:{port}" not in sockets, sockets
+        assert f"{b}:{port}" in b_sockets and f"0.0.0.0:{port}" not in b_sockets, b_sockets
         # The monitoring host reads the other host's exporters...
         ok = HOSTS[A].run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 http://{b}:{port}/metrics")
         assert ok.stdout.strip() == "200", (port, ok.stdout, ok.stderr)
-        # ...the other host (a front and engine, but not the monitoring host) does not reach the monitoring host's,
-        denied = HOSTS[B].run(f"curl -s -o /dev/null --max-time 5 http://{a}:{port}/metrics")
-        assert denied.rc == 28, (port, denied.rc, denied.stderr)
-        # ...and this machine (no fleet host) reaches neither.
-        for addr in (a, b):
-            out = subprocess.run(["curl", "-s", "-o", "/dev/null", "--max-time", "5", f"http://{addr}:{port}/metrics"],
-                                 capture_output=True, text=True)
-            assert out.returncode == 28, (addr, port, out)
     for port in DATASTORE_EXPORTER_PORTS:
-        sockets = HOSTS[A].check_output("ss -Htln")
-        assert f"{a}:{port}" in sockets and f"0.0.0.0:{port}" not in sockets, sockets
-        denied = HOSTS[B].run(f"curl -s -o /dev/null --max-time 5 http://{a}:{port}/metrics")
-        assert denied.rc == 28, (port, denied.rc, denied.stderr)
+        assert f"{a}:{port}" in a_sockets and f"0.0.0.0:{port}" not in a_sockets, a_sockets
+    # ...the other host (a front and engine, but not the monitoring host) reaches none of the monitoring host's
+    # (nor the datastore's exporters there)...
+    urls = [f"http://{a}:{port}/metrics" for port in EXPORTER_PORTS + DATASTORE_EXPORTER_PORTS]
+    denied = _from_host(B, urls)
+    assert denied == {u: 28 for u in urls}, denied
+    # ...and this machine (no fleet host) reaches neither host's.
+    probes = [_curl(f"http://{addr}:{port}/metrics") for port in EXPORTER_PORTS for addr in (a, b)]
+    for out in _from_here(probes):
+        assert out.returncode == 28, out
     # The exporter's Redis user reads INFO but no key.
     with HOSTS[A].sudo():
         env = HOSTS[A].file("/etc/default/prometheus-redis-exporter")
