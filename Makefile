@@ -10,7 +10,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PIP_CACHE_DIR ?= $(LLM_BUNDLE_CACHE)/pip
 VENV := $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(LLM_BUNDLE_CACHE)/tools/bin:$(PATH)
-SCENARIOS ?= default fleet vllm llamacpp driver trixie
+SCENARIOS ?= default fleet vllm driver trixie
 STAMP = bash tests/stage.sh
 
 .PHONY: help setup host-packages venv image ssh-key assets promtool lint unit docs collection sanity molecule test demo demo-destroy

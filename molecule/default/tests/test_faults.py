@@ -148,7 +148,7 @@ def test_killed_service_is_restarted_and_serves_again(host, which, engine, api_k
     print(f"{unit}: serving again {took:.1f} s after kill -9 (budget {budget:.0f} s)")
 
 
-# --- host restart ---------------------------------------------------------------------------------------------
+# --- host restart -------------------------------------------------------------------------------------------
 
 def test_host_restart_brings_everything_back_and_keeps_the_chat(host, engine, api_key, engine_base):
     assert PERSISTENCE_TITLE in chat_titles()
@@ -163,50 +163,7 @@ def test_host_restart_brings_everything_back_and_keeps_the_chat(host, engine, ap
     assert PERSISTENCE_TITLE in chat_titles(), "chat lost in a host restart"
 
 
-# --- interrupted runs -----------------------------------------------------------------------------------------
-
-#: (what, how it is undone first, the output line after which the run is killed), in the order site.yml
-#: reaches them. Both are undone first; one run is killed in each, then one run must converge from what they left.
-INTERRUPTIONS = [
-    # The staged model removed, then the run killed while it is pushed again: a partial model is left behind.
-    ("model staging", "rm -rf /var/lib/llm/models/*", r"TASK \[model_store : (Fetch|Push) the model"),
-    # The venv removed, then the run killed while uv installs it again: half a venv is left behind.
-    ("Open WebUI's venv", f"rm -rf {OPEN_WEBUI_VENV}", r"TASK \[python_runtime : Install the packages of open-webui"),
-]
-
-
-def test_runs_killed_mid_way_converge_when_run_again(host, api_key, engine_base):
-    for _, undo, _ in INTERRUPTIONS:
-        assert host.run(undo).rc == 0
-    # The second run starts from the partial model the first one left, and is killed in the venv install.
-    for stage, _, kill_after in INTERRUPTIONS:
-        rc, out, _, killed = site(kill_after=kill_after)
-        assert killed, f"the run never reached {stage} ({kill_after}); rc={rc}\n{out[-3000:]}"
-    rc, out, changed, _ = site()
-    assert rc == 0, f"re-run after runs killed during {', '.join(s for s, _, _ in INTERRUPTIONS)} failed:\n" \
-        + out[-5000:]
-    took = wait_serving(api_key, engine_base, 600, "after re-running the killed runs")
-    print(f"killed mid-way twice, re-run converged; serving {took:.1f} s after it")
-    # One more run: nothing left half-done (a venv re-installed on every run, a model re-pushed).
-    rc, out, changed, _ = site()
-    assert rc == 0 and changed == 0, f"the run after the interrupted ones is not idempotent (changed={changed}):\n" \
-        + out[-5000:]
-
-
-def test_model_store_too_small_is_refused_before_any_change(host):
-    if not host.mount_point(TINY_STORE).exists:
-        # molecule/default/molecule.yml mounts it; `make demo`'s host has none.
-        assert "MOLECULE_INVENTORY_FILE" not in os.environ, f"{TINY_STORE} (a 16 MiB tmpfs) is not mounted"
-        pytest.skip(f"{TINY_STORE} is mounted only in molecule's default host")
-    before = host.check_output(f"find {TINY_STORE} | sort")
-    rc, out, changed, _ = site(f"model_store_root={TINY_STORE}")
-    assert rc != 0
-    assert re.search(r"model_store_root", out), out[-3000:]
-    assert re.search(r"\d+(\.\d+)? [GMK]i?B", out), f"no numbers in the refusal:\n{out[-3000:]}"
-    assert changed == 0, f"a host changed before the refusal (changed={changed})"
-    assert "PLAY [Deploy the LLM stack]" not in out, "the deploy play started"
-    assert host.check_output(f"find {TINY_STORE} | sort") == before
-
+# --- a package index failing mid-download -------------------------------------------------------------------
 
 #: A package index on the test host's loopback that lists tinydb but breaks every download of it after 4 KiB
 #: (a mirror or proxy dying mid-transfer). Stops by itself after 600 s.
@@ -261,10 +218,54 @@ def test_index_failing_mid_download_fails_clearly_and_the_site_keeps_serving(hos
     assert all(serving(api_key, engine_base).values()), "the site stopped serving after a failed venv change"
     assert host.run(f"{OPEN_WEBUI_VENV}/bin/python -c 'import open_webui'").rc == 0
     assert host.run(f"{OPEN_WEBUI_VENV}/bin/python -c 'import tinydb'").rc != 0, "a broken download was installed"
-    # Back to the configured venv: converges again.
-    rc, out, _, _ = site()
-    assert rc == 0, out[-5000:]
-    wait_serving(api_key, engine_base, 600, "after the index came back")
+    # The next normal run converges from what this failed run left: test_runs_killed_mid_way_converge_when_run_again
+    # (next) makes that run, after two more runs killed mid-way.
+
+
+# --- interrupted runs ---------------------------------------------------------------------------------------
+
+#: (what, how it is undone first, the output line after which the run is killed), in the order site.yml
+#: reaches them. Both are undone first; one run is killed in each, then one run must converge from what they left
+#: (and from the failed run of the mid-download test before).
+INTERRUPTIONS = [
+    # The staged model removed, then the run killed while it is pushed again: a partial model is left behind.
+    ("model staging", "rm -rf /var/lib/llm/models/*", r"TASK \[model_store : (Fetch|Push) the model"),
+    # The venv removed, then the run killed while uv installs it again: half a venv is left behind.
+    ("Open WebUI's venv", f"rm -rf {OPEN_WEBUI_VENV}", r"TASK \[python_runtime : Install the packages of open-webui"),
+]
+
+
+def test_runs_killed_mid_way_converge_when_run_again(host, api_key, engine_base):
+    for _, undo, _ in INTERRUPTIONS:
+        assert host.run(undo).rc == 0
+    # The second run starts from the partial model the first one left, and is killed in the venv install.
+    for stage, _, kill_after in INTERRUPTIONS:
+        rc, out, _, killed = site(kill_after=kill_after)
+        assert killed, f"the run never reached {stage} ({kill_after}); rc={rc}\n{out[-3000:]}"
+    rc, out, changed, _ = site()
+    assert rc == 0, f"re-run after runs killed during {', '.join(s for s, _, _ in INTERRUPTIONS)} failed:\n" \
+        + out[-5000:]
+    took = wait_serving(api_key, engine_base, 600, "after re-running the killed runs")
+    print(f"killed mid-way twice, re-run converged; serving {took:.1f} s after it")
+    # One more run: nothing left half-done (a venv re-installed on every run, a model re-pushed).
+    rc, out, changed, _ = site()
+    assert rc == 0 and changed == 0, f"the run after the interrupted ones is not idempotent (changed={changed}):\n" \
+        + out[-5000:]
+
+
+def test_model_store_too_small_is_refused_before_any_change(host):
+    if not host.mount_point(TINY_STORE).exists:
+        # molecule/default/molecule.yml mounts it; `make demo`'s host has none.
+        assert "MOLECULE_INVENTORY_FILE" not in os.environ, f"{TINY_STORE} (a 16 MiB tmpfs) is not mounted"
+        pytest.skip(f"{TINY_STORE} is mounted only in molecule's default host")
+    before = host.check_output(f"find {TINY_STORE} | sort")
+    rc, out, changed, _ = site(f"model_store_root={TINY_STORE}")
+    assert rc != 0
+    assert re.search(r"model_store_root", out), out[-3000:]
+    assert re.search(r"\d+(\.\d+)? [GMK]i?B", out), f"no numbers in the refusal:\n{out[-3000:]}"
+    assert changed == 0, f"a host changed before the refusal (changed={changed})"
+    assert "PLAY [Deploy the LLM stack]" not in out, "the deploy play started"
+    assert host.check_output(f"find {TINY_STORE} | sort") == before
 
 
 # --- operator certificates ----------------------------------------------------------------------------------

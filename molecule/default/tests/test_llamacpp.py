@@ -1,0 +1,273 @@
+"""llama.cpp's llama-server in CPU mode, from the debian12-cpu .deb, serving the tiny Qwen2.5 GGUF Q4_K_M with the
+slots and context of the host's plan (the plan report playbooks/plan.yml wrote on the controller).
+
+Runs on the default scenario's host (site.yml, the engine behind Open WebUI and nginx). `bash tests/bench/serving.sh
+llamacpp` converges molecule/llamacpp (the serving roles alone), whose verify runs this module too (a link):
+LLM_FRONT_HOST names the host.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HOST = os.environ.get("LLM_FRONT_HOST", "llm-default")
+testinfra_hosts = [f"podman://{HOST}"]
+
+REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+sys.path.insert(0, str(REPO / "tests" / "helpers"))
+import host_http  # noqa: E402  the tests' one HTTP helper
+
+PORT = 8081
+BASE = f"http://127.0.0.1:{PORT}"
+MODEL = "tiny-qwen2.5-instruct"
+PACKAGE_DIR = "/opt/llm/packages/llama-server/debian12-cpu"
+REPORT = REPO / ".cache" / "reports" / "llm-plan.md"
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather of a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
+@pytest.fixture(scope="module")
+def plan():
+    """{'slots', 'per_slot', 'pool'} of this host, from the plan report's table row."""
+    row = re.search(rf"^\| {re.escape(HOST)} \|.*\| llamacpp \| (\d+) \|.*\| (\d+) seqs, KV (\d+) tok \|$",
+                    REPORT.read_text(), re.M)
+    assert row, f"no llamacpp plan for {HOST} in {REPORT}"
+    return {"per_slot": int(row.group(1)), "slots": int(row.group(2)), "pool": int(row.group(3))}
+
+
+@pytest.fixture(scope="module")
+def api_key(host):
+    with host.sudo():
+        key = host.file("/etc/llm/api-key").content_string.strip()
+    assert len(key) >= 32
+    return key
+
+
+def curl(host, path, key=None, body=None, timeout=120):
+    """(status, parsed JSON or raw text) of a request made on the host itself; the key travels on stdin."""
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+    status, text, _ = host_http.request(HOST, BASE + path, headers=headers, body=body, timeout=timeout)
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+def _q(s):
+    return "'" + s.replace("'", "'\"'\"'") + "'"
+
+
+def test_service_is_enabled_and_running_as_its_own_user(host):
+    svc = host.service("llamacpp")
+    assert svc.is_enabled
+    assert svc.is_running
+    pid = int(host.check_output("systemctl show --property MainPID --value llamacpp"))
+    status = host.file(f"/proc/{pid}/status").content_string
+    uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))
+    assert uid == int(host.check_output("id -u llamacpp")) != 0
+    assert re.search(r"^NoNewPrivs:\s+1$", status, re.M), "NoNewPrivileges is not in force"
+    assert re.search(r"^Seccomp:\s+2$", status, re.M), "the system call filter is not in force"
+    assert host.user("llamacpp").group == "llm"
+
+
+def test_listens_on_loopback_only(host):
+    sockets = host.check_output(f"ss -H -ltn 'sport = :{PORT}'").splitlines()
+    local = {line.split()[3] for line in sockets}
+    assert local == {f"127.0.0.1:{PORT}"}, f"listeners on port {PORT}: {local}"
+
+
+def test_models_needs_the_key(host, api_key):
+    assert curl(host, "/v1/models")[0] == 401
+    assert curl(host, "/v1/models", "wrong-key")[0] == 401
+    status, body = curl(host, "/v1/models", api_key)
+    assert status == 200
+    assert [m["id"] for m in body["data"]] == [MODEL]
+
+
+def test_health_answers_without_the_key(host):
+    status, body = curl(host, "/health")
+    assert (status, body) == (200, {"status": "ok"})
+
+
+def test_metrics_are_prometheus_text_behind_the_key(host, api_key):
+    assert curl(host, "/metrics")[0] == 401
+    status, body = curl(host, "/metrics", api_key)
+    assert status == 200
+    assert "# TYPE llamacpp:prompt_tokens_total counter" in body
+    assert "llamacpp:requests_processing" in body
+
+
+def test_server_runs_the_planned_slots_and_pool(host, api_key, plan):
+    assert plan["slots"] >= 2, plan  # test_two_requests_are_decoded_together needs two
+    status, body = curl(host, "/props", api_key)
+    assert status == 200, body
+    assert body["total_slots"] == plan["slots"]
+    assert body["default_generation_settings"]["n_ctx"] == plan["per_slot"]
+    unit = host.check_output("systemctl cat llamacpp")
+    assert f"--ctx-size {plan['pool']} " in unit and f"--parallel {plan['slots']} " in unit, unit
+    # the GGUF's own chat template (Qwen2.5's ChatML, which renders tools) through --jinja
+    assert "<|im_start|>" in body["chat_template"] and "tools" in body["chat_template"]
+
+
+def test_chat_completion_is_openai_json(host, api_key):
+    status, body = curl(host, "/v1/chat/completions", api_key,
+                        {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8})
+    assert status == 200, body
+    assert body["object"] == "chat.completion"
+    assert body["model"] == MODEL
+    message = body["choices"][0]["message"]
+    assert message["role"] == "assistant"
+    assert isinstance(message["content"], str)
+    assert body["usage"]["prompt_tokens"] > 0
+    assert 0 < body["usage"]["completion_tokens"] <= 8
+
+
+def test_chat_completion_with_tools_and_tool_choice_auto_succeeds(host, api_key):
+    # What Open WebUI sends from the browser: its tools with tool_choice auto.
+    status, body = curl(host, "/v1/chat/completions", api_key,
+                        {"model": MODEL, "messages": [{"role": "user", "content": "Weather in Paris?"}],
+                         "max_tokens": 8, "tools": TOOLS, "tool_choice": "auto"})
+    assert status == 200, body
+    assert body["choices"][0]["message"]["role"] == "assistant"
+    assert body["usage"]["completion_tokens"] > 0
+
+
+def test_streamed_chat_with_tools_succeeds(host, api_key):
+    # Open WebUI streams its replies: the same request with stream true answers server-sent events.
+    status, body = curl(host, "/v1/chat/completions", api_key,
+                        {"model": MODEL, "messages": [{"role": "user", "content": "Weather in Paris?"}],
+                         "max_tokens": 8, "tools": TOOLS, "tool_choice": "auto", "stream": True})
+    assert status == 200, body
+    events = [line[len("data: "):] for line in body.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[0])["object"] == "chat.completion.chunk"
+
+
+def test_streamed_chat_without_tools_succeeds(host, api_key):
+    status, body = curl(host, "/v1/chat/completions", api_key,
+                        {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}],
+                         "max_tokens": 8, "stream": True})
+    assert status == 200, body
+    events = [line[len("data: "):] for line in body.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("length", "stop")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_prompt_longer_than_a_slot_gets_an_http_error_not_an_empty_reply(host, api_key, plan, stream):
+    # What broke the browser chat with llama-cpp-python: an over-long prompt must come back as an
+    # error Open WebUI can show.
+    long_text = " ".join("word%d" % i for i in range(plan["per_slot"] + 64))  # a token or more a word
+    body = {"model": MODEL, "messages": [{"role": "user", "content": long_text}], "max_tokens": 8, "stream": stream}
+    # Too long for a line of curl's config: the body goes to a file on the host (no secret in it).
+    subprocess.run(["podman", "exec", "-i", HOST, "sh", "-c", "cat > /tmp/llamacpp-long.json"],
+                   input=json.dumps(body), text=True, check=True, timeout=60)
+    status, text, _ = host_http.request(HOST, BASE + "/v1/chat/completions", "POST",
+                                        {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+                                        options=['data-binary = "@/tmp/llamacpp-long.json"'])
+    host.run("rm -f /tmp/llamacpp-long.json")
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = text
+    assert 400 <= status < 500, (status, body)
+    error = body["error"] if isinstance(body, dict) else json.loads(body)["error"]
+    assert "context" in error["message"].lower() or "exceed" in error["message"].lower(), error
+
+
+def test_two_requests_are_decoded_together(host, api_key):
+    # Continuous batching: two long generations started together occupy two slots at once.
+    # The key travels in a header file (curl -H @file), never on a command line.
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Count"}],
+                       "max_tokens": 3000, "ignore_eos": True})
+    host.run("install -m 600 /dev/null /root/.llamacpp-test-auth && "
+             "printf 'Authorization: Bearer %%s\\n' %s > /root/.llamacpp-test-auth" % _q(api_key))
+    one = ("curl -s -o /dev/null -m 120 -H @/root/.llamacpp-test-auth "
+           "-H 'Content-Type: application/json' --data-binary %s %s/v1/chat/completions"
+           % (_q(body), BASE))
+    host.run("rm -f /tmp/llamacpp-two.done; ( %s & %s & wait; touch /tmp/llamacpp-two.done ) "
+             ">/dev/null 2>&1 &" % (one, one))
+    busy = 0
+    deadline = time.time() + 60
+    while time.time() < deadline and busy < 2:
+        status, slots = curl(host, "/slots", api_key, timeout=10)
+        assert status == 200, slots
+        busy = max(busy, sum(1 for slot in slots if slot.get("is_processing")))
+    deadline = time.time() + 150
+    while time.time() < deadline and not host.file("/tmp/llamacpp-two.done").exists:
+        time.sleep(1)
+    host.run("rm -f /root/.llamacpp-test-auth")
+    assert busy >= 2, "never saw two slots processing at once"
+
+
+def test_api_key_is_on_no_command_line_and_in_no_unit(host, api_key):
+    with host.sudo():
+        cmdlines = host.check_output("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '; true")
+        assert "llama-server" in cmdlines
+        assert api_key not in cmdlines
+        unit = host.check_output("systemctl cat llamacpp")
+        assert api_key not in unit
+        assert "--api-key-file %d/api-key" in unit and "LoadCredential=api-key:" in unit
+        assert "--api-key " not in unit
+        assert api_key not in host.check_output("systemctl show llamacpp")
+        # (the process environment itself cannot be read here: root in the test host has no
+        # CAP_SYS_PTRACE; `systemctl show` covers Environment= and the unit carries no key file)
+        assert "EnvironmentFile" not in unit
+        key = host.file("/etc/llm/llamacpp.key")
+        assert (key.user, key.group, key.mode) == ("root", "root", 0o600)
+        assert key.content_string.strip() == api_key
+        assert not host.file("/etc/llm/llamacpp.env").exists
+        key_file = host.file("/etc/llm/api-key")
+        assert (key_file.user, key_file.group, key_file.mode) == ("root", "llm", 0o640)
+
+
+def _converge_log():
+    path = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "ansible.log")
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def test_api_key_is_not_in_the_converge_output(api_key):
+    log = _converge_log()
+    assert "Generate one token" in log, "the log does not cover the converge"
+    assert api_key not in log
+
+
+def test_package_came_from_the_controller_installed_and_held_nothing_compiled(host):
+    debs = host.check_output(f"ls {PACKAGE_DIR}").split()
+    assert debs == ["llm-llama-server_0.3.36-2+debian12.cpu_amd64.deb"]
+    pkg = host.package("llm-llama-server")
+    assert pkg.is_installed and pkg.version == "0.3.36-2+debian12.cpu"
+    assert "llm-llama-server" in host.check_output("apt-mark showhold").split()
+    info = host.file("/opt/llm/llama.cpp/BUILD-INFO").content_string
+    assert "variant: debian12-cpu" in info.splitlines()
+    assert "-DGGML_CUDA=on" not in info
+    # the binary finds its private libraries (RUNPATH), nothing is missing
+    assert "not found" not in host.check_output("ldd /opt/llm/llama.cpp/bin/llama-server")
+    assert host.file("/opt/llm/llama.cpp/bin/llama-quantize").mode == 0o755
+    # No compiler or build tool on the host: the package was not built here.
+    for tool in ("cmake", "gcc", "cc", "c++", "nvcc"):
+        assert host.run(f"command -v {tool}").rc != 0, f"{tool} is installed on the host"
+    assert not host.file("/opt/llm/llamacpp-build").exists
+    assert not host.file("/opt/llm/llamacpp").exists  # no llama-cpp-python venv
+
+
+def test_model_staging_left_no_partial_downloads_and_private_files(host):
+    # model_store fetches into model_store_root/.partial/<name> and removes it once every file is in place;
+    # the GGUF folder is root:llm 0750 with 0640 files.
+    d = "/var/lib/llm/models/tiny-qwen2.5-instruct-gguf"
+    assert not host.file("/var/lib/llm/models/.partial").exists
+    with host.sudo():
+        files = host.check_output(f"find {d} -type f -printf '%u:%g:%m %P\\n'").splitlines()
+    assert any(line.endswith(".gguf") for line in files), files
+    assert all(line.startswith("root:llm:640 ") for line in files), files
+    assert host.file(d).mode == 0o750 and host.file(d).group == "llm"
