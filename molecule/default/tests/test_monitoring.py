@@ -235,5 +235,5 @@ def test_prometheus_alert_page_in_a_browser(host):
             page.screenshot(path=str(shots / "prometheus-alerts.png"), full_page=False)
         finally:
             browser.close()
-    rules = re.findall(r"^\s+- alert: (\w+)", RULES.read_text(), re.M)
+    rules = re.findall(r"^\s+- alert: (\w+)", host.file(RULES).content_string, re.M)
     assert rules and all(rule in shown for rule in rules), [r for r in rules if r not in shown]
