@@ -56,7 +56,7 @@ def test_backup_is_complete_private_and_checksummed(site):
     result = backup(site, "--reason", "Before upgrade 0.12.4")
     live.commit()
     path = Path(result["path"])
-    assert path.parent == dest and path.name.endswith("-before-upgrade-0-12-4")
+    assert path.parent == dest and path.name.endswith("-before-upgrade-0.12.4")
     assert result["files"] == ["webui.db", "uploads.tar.gz", "config.tar.gz"]
     assert oct(dest.stat().st_mode & 0o777) == "0o700" and oct(path.stat().st_mode & 0o777) == "0o700"
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in path.iterdir()} == {

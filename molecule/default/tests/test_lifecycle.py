@@ -1,7 +1,8 @@
 """Backups and restore of Open WebUI's data (README "Backups and restore"), on the converged host while it serves:
 playbooks/backup.yml writes a checksummed, root-only backup without stopping Open WebUI; a chat is deleted;
 playbooks/restore.yml is refused while open-webui runs (nothing changes), and with open_webui_restore_stop=true it
-stops the service, puts the backup back, starts it, and the deleted chat is listed again."""
+stops the service, puts the backup back, starts it, and the deleted chat is listed again. site.yml takes a backup
+before it changes Open WebUI's version."""
 
 import json
 import os
@@ -88,3 +89,27 @@ def test_backup_and_restore_bring_a_deleted_chat_back(host):
     with host.sudo():
         aside = host.check_output("ls -1 /var/lib/llm/open-webui").split()
     assert any(n.startswith("webui.db.before-restore-") for n in aside), aside
+
+
+SITE_PACKAGES = "/opt/llm/open-webui/lib/python3.11/site-packages"
+
+
+def test_site_backs_up_before_open_webuis_version_changes(host):
+    # The venv made to look like an older Open WebUI (its dist-info renamed; the install stamp is untouched, so
+    # the venv itself is not rebuilt): the install step backs up first, naming the version it installs.
+    installed = host.check_output(f"ls -d {SITE_PACKAGES}/open_webui-*.dist-info").strip()
+    version = re.search(r"open_webui-(.+)\.dist-info$", installed).group(1)
+    before = _backups(host)
+    assert host.run(f"mv {installed} {SITE_PACKAGES}/open_webui-0.0.1.dist-info").rc == 0
+    try:
+        rc, out, _, _ = playbook("site.yml", "--tags", "open_webui_install")
+    finally:
+        assert host.run(f"mv {SITE_PACKAGES}/open_webui-0.0.1.dist-info {installed}").rc == 0
+    assert rc == 0, out[-3000:]
+    new = [b for b in _backups(host) if b not in before]
+    assert [b.split("-", 1)[1] for b in new] == [f"before-open-webui-{version}"], new
+    assert re.search(rf"Backup of {HOST}:\s+{BACKUPS}/{new[0]}", out), out[-3000:]
+    # The same version installed: no backup.
+    rc, out, _, _ = playbook("site.yml", "--tags", "open_webui_install")
+    assert rc == 0, out[-3000:]
+    assert sorted(_backups(host)) == sorted(before + new)

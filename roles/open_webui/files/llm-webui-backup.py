@@ -35,7 +35,7 @@ import tempfile
 import time
 
 SUMS = "SHA256SUMS"
-NAME = re.compile(r"^\d{8}T\d{6}Z-[a-z0-9-]+$")
+NAME = re.compile(r"^\d{8}T\d{6}Z-[a-z0-9.-]+$")
 
 
 def _sha256(path):
@@ -69,7 +69,7 @@ def _database(env_file):
 
 
 def backup(args):
-    reason = re.sub(r"[^a-z0-9-]+", "-", args.reason.lower()).strip("-") or "manual"
+    reason = re.sub(r"[^a-z0-9.-]+", "-", args.reason.lower()).strip("-.") or "manual"
     os.makedirs(args.dest, mode=0o700, exist_ok=True)
     os.chmod(args.dest, 0o700)
     while True:  # one name a second: a second backup within the same second waits for the next
