@@ -94,15 +94,16 @@ def test_disk_too_small_is_refused_with_the_numbers(tmp_path, server):  # noqa: 
 
 
 def test_bytes_an_interrupted_run_left_count_as_already_there(tmp_path, server):  # noqa: F811
-    # A sparse 1 GiB partial (its size counts, it takes no disk) and a margin that fits only when it
-    # is subtracted: need = file + margin - partial = free - 0.5 GiB; without the partial, free + 0.5 GiB.
+    # A sparse 16 GiB partial (its size counts, it takes no disk) and a margin that fits only when it
+    # is subtracted: need = file + margin - partial = free - 8 GiB; without the partial, free + 8 GiB.
+    # (8 GiB either side: other jobs writing to the same disk meanwhile do not move the outcome.)
     server.files["SHA256SUMS"] = _sums("model.bin").encode()
     partial = tmp_path / "models" / ".partial" / "m"
     partial.mkdir(parents=True)
     with open(partial / "model.bin", "wb") as handle:
-        handle.truncate(1 << 30)
+        handle.truncate(16 << 30)
     st = os.statvfs(tmp_path)
-    margin = st.f_bavail * st.f_frsize - len(BLOB) + (1 << 29)
+    margin = st.f_bavail * st.f_frsize - len(BLOB) + (8 << 30)
     rc, out = _preflight(
         tmp_path,
         server.url,
