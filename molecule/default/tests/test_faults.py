@@ -222,11 +222,38 @@ def test_index_failing_mid_download_fails_clearly_and_the_site_keeps_serving(hos
     # (next) makes that run, after two more runs killed mid-way.
 
 
+# --- uninstall, then interrupted runs -----------------------------------------------------------------------
+
+def test_uninstall_removes_the_services_and_keeps_the_data(host):
+    # playbooks/uninstall.yml without purge: no unit, package or listener of the bundle is left, the data, models,
+    # keys and backups stay (the interrupted runs below start from here and must serve the old chats again).
+    assert PERSISTENCE_TITLE in chat_titles()
+    rc, out, changed, _ = playbook("playbooks/uninstall.yml")
+    assert rc == 0 and changed > 0, out[-5000:]
+    assert re.search(r"Kept:\s+/var/lib/llm,\s+/etc/llm,\s+/var/backups/llm", out), out[-3000:]
+    units = host.check_output("systemctl list-unit-files --no-legend --plain | cut -d' ' -f1")
+    for unit in ("open-webui.service", "llamacpp.service", "vllm.service", "nginx.service", "prometheus.service",
+                 "mtail.service", "prometheus-node-exporter.service", "llm-gpu-metrics.timer"):
+        assert unit not in units.split(), f"{unit} is still installed"
+    listening = {line.split()[3].rsplit(":", 1)[1] for line in host.check_output("ss -Htln").splitlines()}
+    assert listening <= {"22"}, f"still listening after the uninstall: {listening}"
+    for package in ("nginx", "llm-llama-server", "prometheus", "mtail"):
+        assert not host.package(package).is_installed, package
+    for gone in ("/opt/llm", "/etc/nginx/conf.d/llm-bundle.conf", "/usr/local/sbin/llm-webui-backup"):
+        assert not host.file(gone).exists, gone
+    with host.sudo():
+        for kept in ("/var/lib/llm/open-webui/webui.db", "/etc/llm/api-key", "/etc/llm/open-webui/secret-key"):
+            assert host.file(kept).exists, kept
+        assert host.check_output("ls /var/lib/llm/models").strip(), "the models were removed"
+    rc, out, changed, _ = playbook("playbooks/uninstall.yml")
+    assert rc == 0 and changed == 0, f"a second uninstall changed {changed}:\n{out[-3000:]}"
+
+
 # --- interrupted runs ---------------------------------------------------------------------------------------
 
 #: (what, how it is undone first, the output line after which the run is killed), in the order site.yml
 #: reaches them. Both are undone first; one run is killed in each, then one run must converge from what they left
-#: (and from the failed run of the mid-download test before).
+#: (and from the failed run of the mid-download test and the uninstall before: it must serve the old chats).
 INTERRUPTIONS = [
     # The staged model removed, then the run killed while it is pushed again: a partial model is left behind.
     ("model staging", "rm -rf /var/lib/llm/models/*", r"TASK \[model_store : (Fetch|Push) the model"),
@@ -247,6 +274,7 @@ def test_runs_killed_mid_way_converge_when_run_again(host, api_key, engine_base)
         + out[-5000:]
     took = wait_serving(api_key, engine_base, 600, "after re-running the killed runs")
     print(f"killed mid-way twice, re-run converged; serving {took:.1f} s after it")
+    assert PERSISTENCE_TITLE in chat_titles(), "the chats made before the uninstall are not served again"
     # One more run: nothing left half-done (a venv re-installed on every run, a model re-pushed).
     rc, out, changed, _ = site()
     assert rc == 0 and changed == 0, f"the run after the interrupted ones is not idempotent (changed={changed}):\n" \
