@@ -115,3 +115,22 @@ def test_site_yml_makes_it_a_fleet_front_that_keeps_the_chats(host, fleet_args):
     status, text = curl("/v1/chat/completions", "POST", headers=auth, timeout=120,
                         body={"model": model, "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]})
     assert status == 200, text[:500]
+
+
+def test_a_fleets_backup_dumps_the_database_on_the_datastore(host, fleet_args):
+    # playbooks/backup.yml on the one-host fleet (datastore and front): pg_dump of Open WebUI's database as the
+    # postgres user, checksummed; the front's own backup leaves out the webui.db left from before the move.
+    rc, out, _, _ = playbook("playbooks/backup.yml", *fleet_args)
+    assert rc == 0, out[-5000:]
+    dump = re.search(r"Database backup of \S+:\s+(/var/backups/llm/postgresql/\S+\.dump)", out)
+    assert dump, out[-3000:]
+    with host.sudo():
+        folder = host.file("/var/backups/llm/postgresql")
+        assert (folder.user, folder.mode) == ("postgres", 0o700)
+        sums = host.run(f"cd /var/backups/llm/postgresql && sha256sum -c {dump.group(1)}.sha256")
+        assert sums.rc == 0, sums.stdout + sums.stderr
+        tables = host.check_output(f"runuser -u postgres -- pg_restore --list {dump.group(1)}")
+    assert re.search(r"TABLE DATA public chat ", tables), tables[:2000]
+    front = re.search(r"Backup of \S+:\s+(/var/backups/llm/open-webui/\S+)\s+\(([^)]*)\)", out)
+    assert front and "webui.db" not in front.group(2), out[-3000:]
+    assert re.search(r"The\s+database\s+is\s+on\s+PostgreSQL", out), out[-3000:]
