@@ -93,7 +93,8 @@ HOST_PATHS = ("exporters_textfile_dir", "exporters_nvidia_smi_path", "monitoring
               "vllm_model_path", "llamacpp_model_file", "llamacpp_prefix", "llamacpp_cuda_home",
               "llamacpp_build_dir", "llamacpp_host_package_dir", "llamacpp_state_dir",
               "llamacpp_api_key_file", "open_webui_venv_dir", "open_webui_data_dir",
-              "open_webui_config_dir", "open_webui_backup_dir", "nginx_tls_dir", "chroma_venv_dir",
+              "open_webui_config_dir", "open_webui_backup_dir", "postgresql_backup_dir",
+              "nginx_tls_dir", "chroma_venv_dir",
               "chroma_data_dir")
 # System users and groups the roles create (useradd/groupadd names).
 ACCOUNTS = ("base_service_group", "vllm_user", "vllm_group", "llamacpp_user", "llamacpp_group",
