@@ -109,9 +109,9 @@ def playbook(path, *args, timeout=1800, kill_after=None):
     return rc, text, (int(recap.group(2)) if recap else None), killed
 
 
-def chat_titles(password_file=None):
-    """The admin's chat titles, through nginx; signed in with the password in password_file (default the one
-    site.yml generated for this host)."""
+def admin_auth(password_file=None):
+    """The admin's Authorization header, through nginx; signed in with the password in password_file (default the
+    one site.yml generated for this host)."""
     email_pw = Path(password_file or REPO / ".secrets" / HOST / "open-webui-admin").read_text().strip()
     email = subprocess.run(["podman", "exec", HOST, "sed", "-n", 's/^WEBUI_ADMIN_EMAIL="\\(.*\\)"$/\\1/p', ENV_FILE],
                            capture_output=True, text=True, check=True).stdout.strip()
@@ -124,8 +124,12 @@ def chat_titles(password_file=None):
             break
         time.sleep(7)
     assert status == 200, text[:300]
-    token = json.loads(text)["token"]
-    status, text = curl("/api/v1/chats/list", headers={"Authorization": f"Bearer {token}"})
+    return {"Authorization": f"Bearer {json.loads(text)['token']}"}
+
+
+def chat_titles(password_file=None, auth=None):
+    """The admin's chat titles, through nginx (signed in as admin_auth does, unless auth is given)."""
+    status, text = curl("/api/v1/chats/list", headers=auth or admin_auth(password_file))
     assert status == 200, text[:300]
     return [c["title"] for c in json.loads(text)]
 
@@ -222,19 +226,55 @@ def test_index_failing_mid_download_fails_clearly_and_the_site_keeps_serving(hos
     # (next) makes that run, after two more runs killed mid-way.
 
 
-# --- uninstall, then interrupted runs -----------------------------------------------------------------------
+# --- backup, uninstall, restore, then interrupted runs ------------------------------------------------------
 
-def test_uninstall_removes_the_services_and_keeps_the_data(host):
-    # playbooks/uninstall.yml without purge: no unit, package or listener of the bundle is left, the data, models,
-    # keys and backups stay (the interrupted runs below start from here and must serve the old chats again).
-    assert PERSISTENCE_TITLE in chat_titles()
+BACKUPS = "/var/backups/llm/open-webui"
+#: A chat made before the backup and deleted after it: the restore brings it back (served after the re-install).
+BACKUP_TITLE = "backup round trip"
+
+
+def _backups(host):
+    with host.sudo():
+        return host.check_output(f"ls -1 {BACKUPS} 2>/dev/null || true").split()
+
+
+def test_backup_uninstall_and_restore_keep_the_chats(host):
+    # playbooks/backup.yml while Open WebUI serves; a chat deleted; playbooks/restore.yml refused under the running
+    # service; playbooks/uninstall.yml without purge (no unit, package or listener of the bundle left; data,
+    # models, keys and backups kept; a second run changes nothing); then restore.yml on the uninstalled host. The
+    # interrupted runs below re-install it and must serve both the old chats and the restored one.
+    auth = admin_auth()
+    status, text = curl("/api/v1/chats/new", "POST", headers=auth,
+                        body={"chat": {"title": BACKUP_TITLE, "models": [], "messages": []}})
+    assert status == 200, text[:300]
+    chat_id = json.loads(text)["id"]
+    before = _backups(host)
+    rc, out, _, _ = playbook("playbooks/backup.yml")
+    assert rc == 0, out[-3000:]
+    new = [b for b in _backups(host) if b not in before]
+    assert len(new) == 1 and new[0].endswith("-manual"), (before, new)
+    path = f"{BACKUPS}/{new[0]}"
+    assert re.search(rf"Backup of {HOST}:\s+{re.escape(path)}", out), out[-3000:]
+    with host.sudo():
+        assert (host.file(path).user, host.file(path).mode, host.file(BACKUPS).mode) == ("root", 0o700, 0o700)
+        sums = host.run(f"cd {path} && sha256sum -c SHA256SUMS")
+    assert sums.rc == 0 and "webui.db: OK" in sums.stdout and "config.tar.gz: OK" in sums.stdout, sums.stdout
+    assert host.service("open-webui").is_running, "the backup stopped Open WebUI"
+    status, text = curl(f"/api/v1/chats/{chat_id}", "DELETE", headers=auth)
+    assert status == 200, text[:300]
+    assert BACKUP_TITLE not in chat_titles(auth=auth)
+    rc, out, changed, _ = playbook("playbooks/restore.yml")
+    assert rc != 0 and re.search(r"open-webui\s+runs\s+on", out) and "open_webui_restore_stop=true" in out, \
+        out[-3000:]
+    assert changed == 0 and host.service("open-webui").is_running
+
     rc, out, changed, _ = playbook("playbooks/uninstall.yml")
     assert rc == 0 and changed > 0, out[-5000:]
     assert re.search(r"Kept:\s+/var/lib/llm,\s+/etc/llm,\s+/var/backups/llm", out), out[-3000:]
-    units = host.check_output("systemctl list-unit-files --no-legend --plain | cut -d' ' -f1")
+    units = host.check_output("systemctl list-unit-files --no-legend --plain | cut -d' ' -f1").split()
     for unit in ("open-webui.service", "llamacpp.service", "vllm.service", "nginx.service", "prometheus.service",
                  "mtail.service", "prometheus-node-exporter.service", "llm-gpu-metrics.timer"):
-        assert unit not in units.split(), f"{unit} is still installed"
+        assert unit not in units, f"{unit} is still installed"
     listening = {line.split()[3].rsplit(":", 1)[1] for line in host.check_output("ss -Htln").splitlines()}
     assert listening <= {"22"}, f"still listening after the uninstall: {listening}"
     for package in ("nginx", "llm-llama-server", "prometheus", "mtail"):
@@ -242,11 +282,18 @@ def test_uninstall_removes_the_services_and_keeps_the_data(host):
     for gone in ("/opt/llm", "/etc/nginx/conf.d/llm-bundle.conf", "/usr/local/sbin/llm-webui-backup"):
         assert not host.file(gone).exists, gone
     with host.sudo():
-        for kept in ("/var/lib/llm/open-webui/webui.db", "/etc/llm/api-key", "/etc/llm/open-webui/secret-key"):
+        for kept in ("/var/lib/llm/open-webui/webui.db", "/etc/llm/api-key", "/etc/llm/open-webui/secret-key", path):
             assert host.file(kept).exists, kept
         assert host.check_output("ls /var/lib/llm/models").strip(), "the models were removed"
     rc, out, changed, _ = playbook("playbooks/uninstall.yml")
     assert rc == 0 and changed == 0, f"a second uninstall changed {changed}:\n{out[-3000:]}"
+
+    # Nothing runs now: the restore needs no stop (the stop-and-start path is in tasks/restore.yml, on paper here).
+    rc, out, _, _ = playbook("playbooks/restore.yml")
+    assert rc == 0 and re.search(rf"from\s+{re.escape(path)}", out), out[-3000:]
+    with host.sudo():
+        aside = host.check_output("ls -1 /var/lib/llm/open-webui").split()
+    assert any(n.startswith("webui.db.before-restore-") for n in aside), aside
 
 
 # --- interrupted runs ---------------------------------------------------------------------------------------
@@ -274,7 +321,9 @@ def test_runs_killed_mid_way_converge_when_run_again(host, api_key, engine_base)
         + out[-5000:]
     took = wait_serving(api_key, engine_base, 600, "after re-running the killed runs")
     print(f"killed mid-way twice, re-run converged; serving {took:.1f} s after it")
-    assert PERSISTENCE_TITLE in chat_titles(), "the chats made before the uninstall are not served again"
+    titles = chat_titles()
+    assert PERSISTENCE_TITLE in titles, "the chats made before the uninstall are not served again"
+    assert BACKUP_TITLE in titles, "the chat the restore brought back is not served"
     # One more run: nothing left half-done (a venv re-installed on every run, a model re-pushed).
     rc, out, changed, _ = site()
     assert rc == 0 and changed == 0, f"the run after the interrupted ones is not idempotent (changed={changed}):\n" \
