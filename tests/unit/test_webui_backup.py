@@ -125,3 +125,11 @@ def test_on_postgresql_the_old_sqlite_file_is_left_out_and_restore_refuses(site,
     assert "pw@" not in proc.stderr + proc.stdout
     env.write_text('WEBUI_NAME="x"\n')  # SQLite: the default
     assert backup(site, "--env-file", env)["database"] == "sqlite"
+
+
+def test_a_new_parent_folder_is_traversable_by_others(tmp_path, site):
+    # /var/backups/llm holds the database's dumps too, which the postgres user writes.
+    data, config, _ = site
+    dest = tmp_path / "backups-root" / "open-webui"
+    run("backup", "--data-dir", data, "--config-dir", config, "--dest", dest)
+    assert oct(dest.parent.stat().st_mode & 0o777) == "0o755" and oct(dest.stat().st_mode & 0o777) == "0o700"

@@ -193,14 +193,9 @@ def test_every_model_file_is_root_owned_and_readable_by_the_llm_group_only(host)
     assert all(line.startswith("root:llm:750") for line in dirs), dirs
 
 
-def test_healthy_again_after_systemctl_restart(host):
-    before = main_pid(host)
-    host.check_output("systemctl restart vllm")
-    wait_healthy(host)
-    assert main_pid(host) != before
-
-
 def test_healthy_again_after_kill_9(host):
+    # (One restart: vLLM's CPU start takes 80-100 s here. A planned restart, a changed setting's handler, goes
+    # through the same start and readiness gate as the converge's first start.)
     before = main_pid(host)
     host.check_output(f"kill -9 {before}")
     time.sleep(2)

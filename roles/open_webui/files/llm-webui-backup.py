@@ -70,6 +70,10 @@ def _database(env_file):
 
 def backup(args):
     reason = re.sub(r"[^a-z0-9.-]+", "-", args.reason.lower()).strip("-.") or "manual"
+    parent = os.path.dirname(os.path.abspath(args.dest))
+    if not os.path.isdir(parent):  # /var/backups/llm: the database dumps are there too
+        os.makedirs(parent)
+        os.chmod(parent, 0o755)
     os.makedirs(args.dest, mode=0o700, exist_ok=True)
     os.chmod(args.dest, 0o700)
     while True:  # one name a second: a second backup within the same second waits for the next
