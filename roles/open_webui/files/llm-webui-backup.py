@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Backs up and restores Open WebUI's data on this host (roles/open_webui: backup.yml, restore.yml).
 
     llm-webui-backup backup  --data-dir D --config-dir C --dest B [--keep N] [--reason R]
@@ -18,7 +17,7 @@ it); it sets the database and uploads it replaces aside (<name>.before-restore-<
 the restored files the owner of D. With --env-file (Open WebUI's environment file) naming a
 PostgreSQL DATABASE_URL, the database is not here: a webui.db left from before a move to PostgreSQL
 is not backed up, and restore refuses (the database is restored on the datastore host).
-Standard library only: it runs with the host's python3.
+Standard library only: the tasks run it with the host's python3.
 """
 
 import argparse
