@@ -36,7 +36,7 @@ from test_front import CA, ENV_FILE, PERSISTENCE_TITLE, env_value  # noqa: E402 
 
 # Mounted by molecule/default/molecule.yml (tmpfs, 16 MiB): far too small for any model.
 TINY_STORE = "/srv/tiny-store"
-OPEN_WEBUI_VENV = "/opt/llm/open-webui"
+OPEN_WEBUI_VENV = "/opt/llm/open-webui"  # its venvs: one per version, and the link current
 
 
 def curl(path, method="GET", headers=None, body=None, timeout=30, base="https://127.0.0.1"):
@@ -222,8 +222,8 @@ def test_index_failing_mid_download_fails_clearly_and_the_site_keeps_serving(hos
     assert "tinydb" in out and re.search(r"(?i)failed to (download|fetch|read)|error decoding|connection", out), \
         out[-3000:]
     assert all(serving(api_key, engine_base).values()), "the site stopped serving after a failed venv change"
-    assert host.run(f"{OPEN_WEBUI_VENV}/bin/python -c 'import open_webui'").rc == 0
-    assert host.run(f"{OPEN_WEBUI_VENV}/bin/python -c 'import tinydb'").rc != 0, "a broken download was installed"
+    assert host.run(f"{OPEN_WEBUI_VENV}/current/bin/python -c 'import open_webui'").rc == 0
+    assert host.run(f"{OPEN_WEBUI_VENV}/current/bin/python -c 'import tinydb'").rc != 0, "a broken download was installed"
     # The next normal run converges from what this failed run left: test_runs_killed_mid_way_converge_when_run_again
     # (next) makes that run, after two more runs killed mid-way.
 

@@ -1,34 +1,111 @@
-"""Lifecycle (README "Backups and restore"): site.yml backs up Open WebUI's data before it changes Open WebUI's
-version (its migrations only go forward). The backup/restore round trip and the uninstall are in test_faults.py,
+"""Lifecycle (README "Upgrades"): one venv per Open WebUI version under /opt/llm/open-webui and the link `current`
+the unit runs; a version change builds beside the running venv, backs up, switches, and rolls back by itself when
+the new version fails its readiness gate. The backup/restore round trip and the uninstall are in test_faults.py,
 where the interrupted runs re-install the host."""
 
+import base64
+import hashlib
+import io
 import os
 import re
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 HOST = os.environ.get("LLM_FRONT_HOST", "llm-default")
 testinfra_hosts = [f"podman://{HOST}"]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_faults import BACKUPS, _backups, playbook  # noqa: E402  the fault suite's helpers
+from test_faults import BACKUPS, _backups, chat_titles, curl, playbook  # noqa: E402  the fault suite's helpers
 
-SITE_PACKAGES = "/opt/llm/open-webui/lib/python3.11/site-packages"
+ROOT = "/opt/llm/open-webui"
+BROKEN = "99.0.0"
+WHEELS = "/opt/llm/test-wheels"
 
 
-def test_site_backs_up_before_open_webuis_version_changes(host):
-    # The venv made to look like an older Open WebUI (its dist-info renamed; the install stamp is untouched, so
-    # the venv itself is not rebuilt): the install step backs up first, naming the version it installs. (The same
-    # version backs up nothing: molecule's idempotence run would show a change.)
-    installed = host.check_output(f"ls -d {SITE_PACKAGES}/open_webui-*.dist-info").strip()
-    version = re.search(r"open_webui-(.+)\.dist-info$", installed).group(1)
-    before = _backups(host)
-    assert host.run(f"mv {installed} {SITE_PACKAGES}/open_webui-0.0.1.dist-info").rc == 0
-    try:
-        rc, out, _, _ = playbook("site.yml", "--tags", "open_webui_install")
-    finally:
-        assert host.run(f"mv {SITE_PACKAGES}/open_webui-0.0.1.dist-info {installed}").rc == 0
-    assert rc == 0, out[-3000:]
-    new = [b for b in _backups(host) if b not in before]
-    assert [b.split("-", 1)[1] for b in new] == [f"before-open-webui-{version}"], new
-    assert re.search(rf"Backup of {HOST}:\s+{BACKUPS}/{re.escape(new[0])}", out), out[-3000:]
+def _current(host):
+    return host.check_output(f"readlink {ROOT}/current").strip()
+
+
+def test_the_unit_runs_the_current_versions_venv(host):
+    version = host.check_output(f"ls {ROOT}/current/lib/python3.11/site-packages | "
+                                r"sed -n 's/^open_webui-\(.*\)\.dist-info$/\1/p'").strip()
+    assert _current(host) == f"{ROOT}/{version}"
+    exec_start = host.check_output("systemctl show open-webui -p ExecStart --value")
+    assert f"path={ROOT}/current/bin/open-webui" in exec_start, exec_start
+
+
+def _broken_release(tmp_path):
+    """A wheel of open-webui BROKEN whose `open-webui serve` dies at start, and a hash-pinned lock of it."""
+    files = {
+        "open_webui/__init__.py": (
+            "import sys\n\n\ndef app():\n"
+            f"    sys.stderr.write('test release open-webui {BROKEN}: dies at start\\n')\n"
+            "    sys.exit(3)\n"),
+        f"open_webui-{BROKEN}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: open-webui\nVersion: {BROKEN}\n",
+        f"open_webui-{BROKEN}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                              "Tag: py3-none-any\n",
+        f"open_webui-{BROKEN}.dist-info/entry_points.txt": "[console_scripts]\nopen-webui = open_webui:app\n",
+    }
+    record = "".join(
+        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(body.encode()).digest()).rstrip(b'=').decode()},"
+        f"{len(body.encode())}\n" for name, body in files.items())
+    files[f"open_webui-{BROKEN}.dist-info/RECORD"] = record + f"open_webui-{BROKEN}.dist-info/RECORD,,\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as whl:
+        for name, body in files.items():
+            whl.writestr(name, body)
+    wheel = tmp_path / f"open_webui-{BROKEN}-py3-none-any.whl"
+    wheel.write_bytes(buf.getvalue())
+    lock = tmp_path / f"open-webui-{BROKEN}.txt"
+    lock.write_text(f"open-webui=={BROKEN} \\\n    --hash=sha256:{hashlib.sha256(buf.getvalue()).hexdigest()}\n")
+    return wheel, lock
+
+
+def test_a_version_that_fails_its_gate_is_rolled_back_with_the_chats(host, tmp_path):
+    # A release whose start fails: site.yml builds its venv beside the running one, backs up, switches, sees the
+    # unit die (gives up after open_webui_start_restarts restarts, not after open_webui_start_timeout), switches
+    # back, restores the backup and fails saying so.
+    before, titles = _current(host), chat_titles()
+    backups = _backups(host)
+    wheel, lock = _broken_release(tmp_path)
+    assert host.run(f"mkdir -p {WHEELS}").rc == 0
+    subprocess.run(["podman", "cp", str(wheel), f"{HOST}:{WHEELS}/"], check=True, timeout=60)
+    rc, out, _, _ = playbook("site.yml", "--tags", "open_webui", "-e", f"open_webui_version={BROKEN}",
+                             "-e", 'open_webui_torch_requirement=""', "-e", f"open_webui_venv_lock={lock}",
+                             "-e", f'{{"python_runtime_find_links": ["{WHEELS}"]}}')
+    assert rc != 0, "the run passed although the new version never answered"
+    assert re.search(rf"Open WebUI {BROKEN} failed its readiness gate on {HOST}", out), out[-4000:]
+    assert "ROLLED BACK" in out and "dies at start" in out, out[-4000:]
+    assert re.search(r"open-webui is \S+ \(result [a-z-]+\) after \d restart", out), out[-4000:]
+    # Back where it was: the previous venv, serving, the same chats; the failed venv is gone.
+    assert _current(host) == before
+    assert host.service("open-webui").is_running
+    assert not host.file(f"{ROOT}/{BROKEN}").exists
+    assert curl("/health")[0] == 200
+    assert chat_titles() == titles
+    # The backup taken before the switch, named after the version it was for, is what came back.
+    new = [b for b in _backups(host) if b not in backups]
+    assert [b.split("-", 1)[1] for b in new] == [f"before-open-webui-{BROKEN}"], new
+    assert re.search(rf"Backup of {HOST}:\s+{BACKUPS}/{re.escape(new[0])}", out), out[-4000:]
+    assert re.search(rf"its data is the backup taken before the switch \({BACKUPS}/{re.escape(new[0])}\)", out)
+    with host.sudo():
+        aside = host.check_output("ls -1 /var/lib/llm/open-webui").split()
+    assert any(n.startswith("webui.db.before-restore-") for n in aside), aside
+
+
+def test_a_passing_run_prunes_old_venvs_and_the_first_layouts_venv(host):
+    # Two earlier versions' venvs (the older by mtime is beyond open_webui_venv_keep=2 with the current one) and
+    # the files of the bundle's first layout (one venv right in /opt/llm/open-webui).
+    plant = (f"mkdir -p {ROOT}/0.11.0/bin {ROOT}/0.12.0/bin {ROOT}/bin {ROOT}/lib/python3.11 && "
+             f"touch {ROOT}/pyvenv.cfg {ROOT}/.llm-installed && touch -d '2 days ago' {ROOT}/0.11.0 && "
+             f"touch -d '1 day ago' {ROOT}/0.12.0")
+    assert host.run(plant).rc == 0
+    before = _current(host)
+    rc, out, _, _ = playbook("site.yml", "--tags", "open_webui")
+    assert rc == 0, out[-4000:]
+    left = sorted(host.check_output(f"ls -A {ROOT}").split())
+    assert left == sorted(["0.12.0", os.path.basename(before), "current"]), left
+    assert _current(host) == before and curl("/health")[0] == 200
+    assert host.run(f"rm -rf {ROOT}/0.12.0 {WHEELS}").rc == 0

@@ -3,9 +3,9 @@
 
 Run it on the host with Open WebUI's own venv python (it has SQLAlchemy and psycopg 3):
 
-    DATABASE_URL=... /opt/llm/open-webui/bin/python llm-webui-sqlite-to-postgresql.py \\
+    DATABASE_URL=... /opt/llm/open-webui/current/bin/python llm-webui-sqlite-to-postgresql.py \\
         --sqlite /var/lib/llm/open-webui/webui.db
-    /opt/llm/open-webui/bin/python llm-webui-sqlite-to-postgresql.py \\
+    /opt/llm/open-webui/current/bin/python llm-webui-sqlite-to-postgresql.py \\
         --sqlite /var/lib/llm/open-webui/webui.db --url-file /etc/llm/open-webui/migrate.env
 
 The target URL never comes from the command line: an environment variable (--url-env, default
@@ -57,7 +57,7 @@ try:
 except ImportError as _missing:  # pragma: no cover - depends on the interpreter
     sys.stderr.write(
         "this script needs SQLAlchemy and psycopg 3: run it with Open WebUI's venv python "
-        "(e.g. /opt/llm/open-webui/bin/python) (%s)\n" % _missing
+        "(e.g. /opt/llm/open-webui/current/bin/python) (%s)\n" % _missing
     )
     sys.exit(1)
 
