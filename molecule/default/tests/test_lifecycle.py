@@ -1,7 +1,12 @@
 """Lifecycle (README "Upgrades"): one venv per Open WebUI version under /opt/llm/open-webui and the link `current`
 the unit runs; a version change builds beside the running venv, backs up, switches, and rolls back by itself when
 the new version fails its readiness gate. The backup/restore round trip and the uninstall are in test_faults.py,
-where the interrupted runs re-install the host."""
+where the interrupted runs re-install the host.
+
+The upgrade runs on data of its own (open_webui_data_dir=UPGRADE_DATA, fresh): the host's own database is already
+on the newest schema. In order: Open WebUI FROM on that data, a chat made there; a release that dies at start,
+rolled back to FROM; the real upgrade FROM -> the default release (it migrates the schema), the chat kept; then the
+host back on its own data."""
 
 import base64
 import hashlib
@@ -17,11 +22,41 @@ HOST = os.environ.get("LLM_FRONT_HOST", "llm-default")
 testinfra_hosts = [f"podman://{HOST}"]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_faults import BACKUPS, _backups, chat_titles, curl, playbook  # noqa: E402  the fault suite's helpers
+import yaml  # noqa: E402
+from test_faults import (  # noqa: E402  the fault suite's helpers
+    BACKUPS,
+    PERSISTENCE_TITLE,
+    REPO,
+    _backups,
+    admin_auth,
+    chat_titles,
+    curl,
+    playbook,
+)
 
 ROOT = "/opt/llm/open-webui"
 BROKEN = "99.0.0"
 WHEELS = "/opt/llm/test-wheels"
+#: The release before the default (its lock is in roles/python_runtime/files/locks): 0.12.0 -> 0.12.4 adds two
+#: schema revisions (add_missing_auth_rows, add_apps).
+FROM = "0.12.0"
+#: The role's default release, the upgrade's target.
+DEFAULT = yaml.safe_load((REPO / "roles/open_webui/defaults/main.yml").read_text())["open_webui_version"]
+UPGRADE_DATA = "/var/lib/llm/open-webui-upgrade"
+UPGRADE_TITLE = f"made on Open WebUI {FROM}"
+
+
+def site_open_webui(*extra):
+    """site.yml's Open WebUI steps on the upgrade's own data."""
+    return playbook("site.yml", "--tags", "open_webui", "-e", f"open_webui_data_dir={UPGRADE_DATA}", *extra)
+
+
+def schema(host, data_dir):
+    """Alembic revision of the SQLite database in data_dir."""
+    with host.sudo():
+        return host.check_output(
+            "python3 -c \"import sqlite3, sys; print(sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)"
+            ".execute('select version_num from alembic_version').fetchone()[0])\" " + f"{data_dir}/webui.db").strip()
 
 
 def _current(host):
@@ -63,6 +98,20 @@ def _broken_release(tmp_path):
     return wheel, lock
 
 
+def test_an_earlier_release_serves_fresh_data_and_takes_a_chat(host):
+    assert _current(host) == f"{ROOT}/{DEFAULT}"
+    rc, out, _, _ = site_open_webui("-e", f"open_webui_version={FROM}")
+    assert rc == 0, out[-4000:]
+    assert _current(host) == f"{ROOT}/{FROM}"
+    # The venv of the default release stays (the rollback target, open_webui_venv_keep=2).
+    assert host.file(f"{ROOT}/{DEFAULT}/bin/open-webui").exists
+    auth = admin_auth()
+    status, text = curl("/api/v1/chats/new", "POST", headers=auth,
+                        body={"chat": {"title": UPGRADE_TITLE, "models": [], "messages": []}})
+    assert status == 200, text[:300]
+    assert chat_titles(auth=auth) == [UPGRADE_TITLE]
+
+
 def test_a_version_that_fails_its_gate_is_rolled_back_with_the_chats(host, tmp_path):
     # A release whose start fails: site.yml builds its venv beside the running one, backs up, switches, sees the
     # unit die (gives up after open_webui_start_restarts restarts, not after open_webui_start_timeout), switches
@@ -72,9 +121,9 @@ def test_a_version_that_fails_its_gate_is_rolled_back_with_the_chats(host, tmp_p
     wheel, lock = _broken_release(tmp_path)
     assert host.run(f"mkdir -p {WHEELS}").rc == 0
     subprocess.run(["podman", "cp", str(wheel), f"{HOST}:{WHEELS}/"], check=True, timeout=60)
-    rc, out, _, _ = playbook("site.yml", "--tags", "open_webui", "-e", f"open_webui_version={BROKEN}",
-                             "-e", 'open_webui_torch_requirement=""', "-e", f"open_webui_venv_lock={lock}",
-                             "-e", f'{{"python_runtime_find_links": ["{WHEELS}"]}}')
+    rc, out, _, _ = site_open_webui("-e", f"open_webui_version={BROKEN}", "-e", 'open_webui_torch_requirement=""',
+                                    "-e", f"open_webui_venv_lock={lock}",
+                                    "-e", f'{{"python_runtime_find_links": ["{WHEELS}"]}}')
     assert rc != 0, "the run passed although the new version never answered"
     assert re.search(rf"Open WebUI {BROKEN} failed its readiness gate on {HOST}", out), out[-4000:]
     assert "ROLLED BACK" in out and "dies at start" in out, out[-4000:]
@@ -91,21 +140,33 @@ def test_a_version_that_fails_its_gate_is_rolled_back_with_the_chats(host, tmp_p
     assert re.search(rf"Backup of {HOST}:\s+{BACKUPS}/{re.escape(new[0])}", out), out[-4000:]
     assert re.search(rf"its data is the backup taken before the switch \({BACKUPS}/{re.escape(new[0])}\)", out)
     with host.sudo():
-        aside = host.check_output("ls -1 /var/lib/llm/open-webui").split()
+        aside = host.check_output(f"ls -1 {UPGRADE_DATA}").split()
     assert any(n.startswith("webui.db.before-restore-") for n in aside), aside
 
 
-def test_a_passing_run_prunes_old_venvs_and_the_first_layouts_venv(host):
-    # Two earlier versions' venvs (the older by mtime is beyond open_webui_venv_keep=2 with the current one) and
-    # the files of the bundle's first layout (one venv right in /opt/llm/open-webui).
-    plant = (f"mkdir -p {ROOT}/0.11.0/bin {ROOT}/0.12.0/bin {ROOT}/bin {ROOT}/lib/python3.11 && "
-             f"touch {ROOT}/pyvenv.cfg {ROOT}/.llm-installed && touch -d '2 days ago' {ROOT}/0.11.0 && "
-             f"touch -d '1 day ago' {ROOT}/0.12.0")
+def test_the_upgrade_migrates_the_schema_keeps_the_chat_and_prunes_old_venvs(host):
+    # Beside the upgrade: an older venv (by mtime, beyond open_webui_venv_keep=2 with the current one and FROM's)
+    # and the files of the bundle's first layout (one venv right in /opt/llm/open-webui), both removed once the
+    # new version passed its gate.
+    plant = (f"mkdir -p {ROOT}/0.11.0/bin {ROOT}/bin {ROOT}/lib/python3.11 && "
+             f"touch {ROOT}/pyvenv.cfg {ROOT}/.llm-installed && touch -d '2 days ago' {ROOT}/0.11.0")
     assert host.run(plant).rc == 0
-    before = _current(host)
+    before = schema(host, UPGRADE_DATA)
+    backups = _backups(host)
+    rc, out, _, _ = site_open_webui()
+    assert rc == 0, out[-4000:]
+    assert _current(host) == f"{ROOT}/{DEFAULT}"
+    after = schema(host, UPGRADE_DATA)
+    assert after != before and after == schema(host, "/var/lib/llm/open-webui"), (before, after)
+    assert chat_titles() == [UPGRADE_TITLE]
+    new = [b for b in _backups(host) if b not in backups]
+    assert [b.split("-", 1)[1] for b in new] == [f"before-open-webui-{DEFAULT}"], new
+    assert sorted(host.check_output(f"ls -A {ROOT}").split()) == sorted([FROM, DEFAULT, "current"])
+
+
+def test_back_on_its_own_data_the_host_serves_its_chats(host):
     rc, out, _, _ = playbook("site.yml", "--tags", "open_webui")
     assert rc == 0, out[-4000:]
-    left = sorted(host.check_output(f"ls -A {ROOT}").split())
-    assert left == sorted(["0.12.0", os.path.basename(before), "current"]), left
-    assert _current(host) == before and curl("/health")[0] == 200
-    assert host.run(f"rm -rf {ROOT}/0.12.0 {WHEELS}").rc == 0
+    titles = chat_titles()
+    assert PERSISTENCE_TITLE in titles and UPGRADE_TITLE not in titles and curl("/health")[0] == 200
+    assert host.run(f"rm -rf {UPGRADE_DATA} {WHEELS}").rc == 0
