@@ -343,10 +343,10 @@ print(json.dumps(stats))
 STOP = "/tmp/llm-fleet-loop.stop"
 
 
-def _site(*extra, timeout=1500):
+def _site(*extra, timeout=1500, playbook="site.yml"):
     import subprocess
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
-    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "site.yml")]
+    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / playbook)]
     for e in extra:
         cmd += ["-e", e]
     proc = subprocess.run(cmd, cwd=str(REPO), env=env, capture_output=True, text=True, timeout=timeout)
@@ -373,15 +373,28 @@ def _restarts(name):
     return HOSTS[name].check_output("systemctl show -p ExecMainStartTimestampMonotonic --value llamacpp")
 
 
-def test_redeploy_restarting_every_engine_drops_no_request(api_key):
+def _listing(name, folder):
+    return set(HOSTS[name].check_output(f"ls -1 {folder} 2>/dev/null || true").split())
+
+
+def test_upgrade_restarting_every_engine_drops_no_request(api_key):
+    # playbooks/upgrade.yml: backups first (each front's data, the datastore's dump), then site.yml's rollout one
+    # host per batch. A changed engine setting (slots) restarts llama.cpp on every engine host, one at a time.
     started = {n: _restarts(n) for n in HOSTS}
+    dumps = _listing(A, "/var/backups/llm/postgresql")
+    fronts = {n: _listing(n, "/var/backups/llm/open-webui") for n in HOSTS}
     loop = _start_loop(api_key)
     try:
-        # A changed engine setting (slots) restarts llama.cpp on every engine host, one host at a time.
-        rc, out = _site("llm_max_num_seqs=3")
+        rc, out = _site("llm_max_num_seqs=3", playbook="playbooks/upgrade.yml")
     finally:
         stats = _stop_loop(loop)
     assert rc == 0, out[-3000:]
+    # One host per batch: the deploy play ran once per host, each time on one host.
+    assert out.count("PLAY [Deploy the LLM stack]") == len(HOSTS), out[-3000:]
+    assert [n for n in _listing(A, "/var/backups/llm/postgresql") - dumps if n.endswith("-before-upgrade.dump")], \
+        "no dump of the fleet's database before the upgrade"
+    for n in HOSTS:
+        assert [b for b in _listing(n, "/var/backups/llm/open-webui") - fronts[n] if b.endswith("-before-upgrade")], n
     assert all(_restarts(n) != started[n] for n in HOSTS), "every engine restarted"
     assert "Mark this engine down on every front" in out
     assert stats["sent"] >= 200 and stats["failed"] == 0, stats
