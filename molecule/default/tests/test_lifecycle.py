@@ -169,4 +169,8 @@ def test_back_on_its_own_data_the_host_serves_its_chats(host):
     assert rc == 0, out[-4000:]
     titles = chat_titles()
     assert PERSISTENCE_TITLE in titles and UPGRADE_TITLE not in titles and curl("/health")[0] == 200
+    # These runs were limited to --tags open_webui: the engine's key still reached Open WebUI's environment.
+    with host.sudo():
+        key = host.file("/etc/llm/api-key").content_string.strip()
+        assert f'OPENAI_API_KEYS="{key}"' in host.file("/etc/llm/open-webui/open-webui.env").content_string
     assert host.run(f"rm -rf {UPGRADE_DATA} {WHEELS}").rc == 0
