@@ -134,3 +134,26 @@ def test_a_fleets_backup_dumps_the_database_on_the_datastore(host, fleet_args):
     front = re.search(r"Backup of \S+:\s+(/var/backups/llm/open-webui/\S+)\s+\(([^)]*)\)", out)
     assert front and "webui.db" not in front.group(2), out[-3000:]
     assert re.search(r"The\s+database\s+is\s+on\s+PostgreSQL", out), out[-3000:]
+
+
+def test_a_fleets_restore_puts_the_dump_back_with_every_front_stopped(host, fleet_args):
+    # The dump of the test before holds every chat; one deleted since comes back. Refused while the front runs.
+    titles = sorted(pg_titles(host))
+    assert PERSISTENCE_TITLE in titles
+    host.check_output("runuser -u postgres -- psql -d open_webui -tAc "
+                      f"\"delete from chat where title = '{PERSISTENCE_TITLE}'\"")
+    assert PERSISTENCE_TITLE not in pg_titles(host)
+    rc, out, changed, _ = playbook("playbooks/restore.yml", *fleet_args)
+    assert rc != 0 and changed == 0, out[-3000:]
+    assert re.search(rf"open-webui runs on {HOST}: a restore replaces the database", out), out[-3000:]
+    rc, out, _, _ = playbook("playbooks/restore.yml", *fleet_args, "-e", "open_webui_restore_stop=true")
+    assert rc == 0, out[-5000:]
+    restored = re.search(r"Restored (/var/backups/llm/postgresql/\S+\.dump) into open_webui on \S+; the\s+database"
+                         r"\s+as it was is in (/var/backups/llm/postgresql/\S+-before-restore\.dump)", out)
+    assert restored, out[-3000:]
+    assert sorted(pg_titles(host)) == titles
+    assert active(host, "open-webui")
+    assert PERSISTENCE_TITLE in chat_titles(SECRETS / "fleet" / "open-webui-admin")
+    with host.sudo():
+        aside = host.check_output(f"runuser -u postgres -- pg_restore --list {restored.group(2)}")
+    assert re.search(r"TABLE DATA public chat ", aside), aside[:2000]
