@@ -92,15 +92,21 @@ llama_server_deb() {
       --variant "$LLAMA_SERVER_VARIANT" --outdir "$LLAMA_SERVER_DEBS" --jobs "${LLAMA_SERVER_JOBS:-$(nproc)}"
 }
 
-stage "1/5 llama-cpp-python sdist (vendors llama.cpp)" bash "$HERE/fetch-llamacpp-sdist.sh"
-stage "2/5 llama-server .deb ($LLAMA_SERVER_VARIANT)" llama_server_deb
-stage "3/5 assets venv" make_venv
-stage "4/5 tiny HF model" "$VENV/bin/python" "$HERE/make_tiny_model.py" "$CACHE/models/tiny-qwen2.5-instruct"
-stage "5/5 tiny GGUF Q4_K_M" "$VENV/bin/python" "$HERE/make_tiny_gguf.py" \
+stage "1/6 llama-cpp-python sdist (vendors llama.cpp)" bash "$HERE/fetch-llamacpp-sdist.sh"
+stage "2/6 llama-server .deb ($LLAMA_SERVER_VARIANT)" llama_server_deb
+stage "3/6 assets venv" make_venv
+stage "4/6 tiny HF model" "$VENV/bin/python" "$HERE/make_tiny_model.py" "$CACHE/models/tiny-qwen2.5-instruct"
+stage "5/6 tiny GGUF Q4_K_M" "$VENV/bin/python" "$HERE/make_tiny_gguf.py" \
     --hf-dir "$CACHE/models/tiny-qwen2.5-instruct" \
     --out-dir "$CACHE/models/tiny-qwen2.5-instruct-gguf"
+stage "6/6 tiny LoRA adapter (PEFT and GGUF)" "$VENV/bin/python" "$HERE/make_tiny_lora.py" \
+    --base-dir "$CACHE/models/tiny-qwen2.5-instruct" \
+    --out-dir "$CACHE/models/tiny-qwen2.5-instruct-lora" \
+    --gguf-dir "$CACHE/models/tiny-qwen2.5-instruct-lora-gguf"
 
 echo "== assets ready in $(( $(date +%s) - total_start )) s:"
 ls -1 "$LLAMA_SERVER_DEBS"/llm-llama-server_*.deb
 echo "$CACHE/models/tiny-qwen2.5-instruct"
 echo "$CACHE/models/tiny-qwen2.5-instruct-gguf/tiny-qwen2.5-instruct-q4_k_m.gguf"
+echo "$CACHE/models/tiny-qwen2.5-instruct-lora"
+echo "$CACHE/models/tiny-qwen2.5-instruct-lora-gguf/tiny-qwen2.5-instruct-lora-f16.gguf"

@@ -129,13 +129,15 @@ def ensure_sdist(sdist: Path | None) -> Path:
 
 
 def ensure_converter(sdist: Path) -> Path:
-    """Extract convert_hf_to_gguf.py + conversion/ + gguf-py from the sdist (cached)."""
+    """Extract convert_hf_to_gguf.py, convert_lora_to_gguf.py, conversion/ and gguf-py from the sdist (cached;
+    the marker names the sdist and what was extracted)."""
     dest = CACHE / "llama.cpp-convert" / LLAMACPP_VERSION
     marker = dest / ".complete"
-    if marker.is_file() and marker.read_text().strip() == sha256_file(sdist):
+    wanted = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
+    stamp = sha256_file(sdist) + " " + ",".join(wanted)
+    if marker.is_file() and marker.read_text().strip() == stamp:
         return dest
     prefix = f"llama_cpp_python-{LLAMACPP_VERSION}/vendor/llama.cpp/"
-    wanted = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=dest.parent))
     try:
@@ -153,7 +155,7 @@ def ensure_converter(sdist: Path) -> Path:
             tf.extractall(tmp, members=members, filter="data") if hasattr(tarfile, "data_filter") \
                 else tf.extractall(tmp, members=members)
         marker_tmp = tmp / ".complete"
-        marker_tmp.write_text(sha256_file(sdist) + "\n")
+        marker_tmp.write_text(stamp + "\n")
         tmp.chmod(0o755)
         if dest.exists():
             shutil.rmtree(dest)
