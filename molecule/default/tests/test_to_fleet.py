@@ -145,11 +145,12 @@ def test_a_fleets_restore_puts_the_dump_back_with_every_front_stopped(host, flee
     assert PERSISTENCE_TITLE not in pg_titles(host)
     rc, out, changed, _ = playbook("playbooks/restore.yml", *fleet_args)
     assert rc != 0 and changed == 0, out[-3000:]
-    assert re.search(rf"open-webui runs on {HOST}: a restore replaces the database", out), out[-3000:]
+    assert re.search(rf"open-webui\s+runs\s+on\s+{HOST}:\s+a\s+restore\s+replaces\s+the\s+database", out), out[-3000:]
     rc, out, _, _ = playbook("playbooks/restore.yml", *fleet_args, "-e", "open_webui_restore_stop=true")
     assert rc == 0, out[-5000:]
-    restored = re.search(r"Restored (/var/backups/llm/postgresql/\S+\.dump) into open_webui on \S+; the\s+database"
-                         r"\s+as it was is in (/var/backups/llm/postgresql/\S+-before-restore\.dump)", out)
+    restored = re.search(r"Restored\s+(/var/backups/llm/postgresql/\S+\.dump)\s+into\s+open_webui\s+on\s+\S+;\s+the"
+                         r"\s+database\s+as\s+it\s+was\s+is\s+in\s+(/var/backups/llm/postgresql/\S+-before-restore\.dump)",
+                         out)
     assert restored, out[-3000:]
     assert sorted(pg_titles(host)) == titles
     assert active(host, "open-webui")
