@@ -89,14 +89,10 @@ journal:
 
 import subprocess
 import time
+from urllib.error import HTTPError
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
-
-try:
-    from urllib.error import HTTPError
-except ImportError:  # Python 2 controllers are not supported; keeps the sanity import test quiet
-    HTTPError = Exception
 
 
 def poll(url, request_timeout):
