@@ -53,6 +53,8 @@ from .llm_sizing import (  # noqa: F401  (re-exported for callers)
     llamacpp_max_pool,
     max_start_utilization,
     vllm_fit,
+    vllm_lora_bytes,
+    vllm_lora_rank,
 )
 
 VLLM_CUDA13_SINCE = (0, 20)
@@ -80,6 +82,10 @@ YARN_OVERRIDES = {
     }
 }
 TP_SIZES = (1, 2, 4)  # 28 attention heads and 4 KV heads must split evenly
+LORA_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+VLLM_MAX_LORA_RANK = 512
+MAX_LORAS = 64
+DEFAULT_MAX_LORAS = 4  # auto: one batch may mix up to 4 adapters (vLLM's default is 1)
 
 QUANTIZATIONS = ("bf16", "fp16", "gguf_q4_k_m", "awq")
 
@@ -117,6 +123,8 @@ class Choices:
     max_num_seqs: Any = "auto"
     cpu_kv_cache_gib: Any = 1
     assume_driver_branch: Optional[int] = None
+    lora_adapters: List[Dict[str, Any]] = field(default_factory=list)
+    max_loras: Any = "auto"
 
 
 @dataclass
@@ -140,6 +148,10 @@ class Plan:
     gpu_layout: one row per GPU of the host (index, name, memory_total_mib,
     compute_capability, role, memory_bytes {weights, kv_cache, activations, reserve, others,
     free}) for the report.
+    lora_max_rank / max_loras / lora_bytes: vLLM's --max-lora-rank (the highest rank of the
+    llm_lora_adapters of format hf, padded to a rank vLLM takes), --max-loras (adapters in one
+    batch) and the GPU memory their slots take per GPU (0 without adapters, on CPU and for
+    llama.cpp, whose GGUF adapters are planned by the llamacpp role).
     kv_cache_gib: vLLM's CPU KV cache in whole GiB (VLLM_CPU_KVCACHE_SPACE): kv_cache_tokens x
     the KV bytes per token (llm_sizing.kv_bytes_per_token), rounded up, at least 1; 0 in every
     other plan (GPU plans size the cache with gpu_memory_utilization, llama.cpp with --ctx-size).
@@ -178,6 +190,9 @@ class Plan:
     provisional: bool = False
     flash_attn: bool = False
     kv_cache_gib: int = 0
+    lora_max_rank: int = 0
+    max_loras: int = 0
+    lora_bytes: int = 0
     gpu_layout: List[Dict[str, Any]] = field(default_factory=list)
     reasons: List[str] = field(default_factory=list)
 
@@ -291,6 +306,8 @@ def validate_choices(raw: Optional[Dict[str, Any]]) -> Choices:
         raise PlanError("llm_cpu_kv_cache_gib must be a number of GiB between 0.25 and 512, "
                         "got %r" % (kv_gib,))
     c.cpu_kv_cache_gib = kv_gib_value
+    c.lora_adapters = _lora_adapters(raw.get("lora_adapters"))
+    c.max_loras = _int_or_auto("max_loras", raw.get("max_loras"), 1, MAX_LORAS)
     branch = raw.get("assume_driver_branch")
     if branch is not None and branch != "":
         try:
@@ -307,6 +324,56 @@ def validate_choices(raw: Optional[Dict[str, Any]]) -> Choices:
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
+
+def _lora_adapters(value: Any) -> List[Dict[str, Any]]:
+    """llm_lora_adapters as the planner needs them: name, format, rank (hf only)."""
+    if value in (None, ""):
+        return []
+    if not isinstance(value, list):
+        raise PlanError("llm_lora_adapters must be a list of adapters ({name, format, source, "
+                        "...}), got %r" % (value,))
+    adapters = []
+    seen = set()
+    for n, entry in enumerate(value):
+        where = "llm_lora_adapters[%d]" % n
+        if not isinstance(entry, dict):
+            raise PlanError("%s must be a dict with name, format, source, ..., got %r"
+                            % (where, entry))
+        name = entry.get("name")
+        if not isinstance(name, str) or not re.match(LORA_NAME, name):
+            raise PlanError("%s: name must be a model name clients can send (letters, digits, "
+                            "'.', '_', '-', starting with a letter or digit, at most 64), got %r"
+                            % (where, name))
+        fmt = entry.get("format", "hf")
+        if fmt not in ("hf", "gguf"):
+            raise PlanError("%s (%s): format must be hf (a PEFT folder, vLLM) or gguf "
+                            "(llama-server), got %r" % (where, name, fmt))
+        if (name, fmt) in seen:
+            raise PlanError("%s: two adapters named %s of format %s" % (where, name, fmt))
+        seen.add((name, fmt))
+        rank = entry.get("rank")
+        if fmt == "hf":
+            ok = isinstance(rank, int) and not isinstance(rank, bool)
+            if isinstance(rank, str) and rank.strip().isdigit():
+                rank, ok = int(rank), True
+            if not ok or not 1 <= rank <= VLLM_MAX_LORA_RANK:
+                raise PlanError("%s (%s): rank must be the adapter's LoRA rank (r in its "
+                                "adapter_config.json), 1 - %d: vLLM reserves memory for it, "
+                                "got %r" % (where, name, VLLM_MAX_LORA_RANK, rank))
+        adapters.append({"name": name, "format": fmt, "rank": rank if fmt == "hf" else 0})
+    return adapters
+
+
+def _vllm_lora(c: Choices, dtype_bytes: int = 2, tp: int = 1) -> Dict[str, int]:
+    """--max-lora-rank, --max-loras and their memory for the adapters of format hf."""
+    ranks = [a["rank"] for a in c.lora_adapters if a["format"] == "hf"]
+    if not ranks:
+        return {"lora_max_rank": 0, "max_loras": 0, "lora_bytes": 0}
+    rank = vllm_lora_rank(max(ranks))
+    loras = c.max_loras if c.max_loras != "auto" else min(len(ranks), DEFAULT_MAX_LORAS)
+    return {"lora_max_rank": rank, "max_loras": loras,
+            "lora_bytes": vllm_lora_bytes(rank, loras, dtype_bytes, tensor_parallel_size=tp)}
+
 
 def _version_tuple(version: str) -> Tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
@@ -628,7 +695,7 @@ def _plan_vllm(host: Host, c: Choices, quant: str, reasons: List[str]) -> Plan:
 
     def fit_for(tp: int, dtype: str = kv_dtype) -> Any:
         return vllm_fit(host.vram_mib, util, variant.weights_bytes, mnbt, dtype, tp,
-                        max_num_seqs)
+                        max_num_seqs, _vllm_lora(c, tp=tp)["lora_bytes"])
 
     fit = None
     tp = candidates[0]
@@ -639,6 +706,9 @@ def _plan_vllm(host: Host, c: Choices, quant: str, reasons: List[str]) -> Plan:
     if fit is None:
         raise AssertionError("no tensor parallel candidates")
     label = quant if quant != "gguf_q4_k_m" else "GGUF"
+    if c.lora_adapters and _vllm_lora(c)["max_loras"]:
+        label += " (+ %d LoRA slot(s) of rank %d)" % (_vllm_lora(c)["max_loras"],
+                                                       _vllm_lora(c)["lora_max_rank"])
     if fit.kv_tokens < CONTEXT_LADDER[-1]:
         alternatives: List[Dict[str, Any]] = [
             {"quantization": q} for q in ("awq", "gguf_q4_k_m") if q != quant]
@@ -695,6 +765,11 @@ def _plan_vllm(host: Host, c: Choices, quant: str, reasons: List[str]) -> Plan:
     reasons.append(wheel["reason"])
     if quant == "fp16" and host.cc < BF16_MIN_CC:
         reasons.append("compute capability %s has no bf16: float16" % host.cc_text)
+    lora = _vllm_lora(c, tp=tp)
+    if lora["max_loras"]:
+        reasons.append("LoRA: max rank %d, %d adapter(s) per batch: %s GiB per GPU beside the "
+                       "weights" % (lora["lora_max_rank"], lora["max_loras"],
+                                    gib(lora["lora_bytes"])))
     role = "vLLM %s%s" % (quant, " tp%d" % tp if tp > 1 else "")
     layout = []
     for n, index in enumerate(host.indices):
@@ -710,7 +785,7 @@ def _plan_vllm(host: Host, c: Choices, quant: str, reasons: List[str]) -> Plan:
         data_parallel_size=dp, kv_cache_tokens=fit.kv_tokens,
         vllm_wheel_variant=wheel["variant"], vllm_package=wheel["package"],
         vllm_index_url=wheel["index_url"], vllm_torch_index_url=wheel["torch_index_url"],
-        needs_cuda_toolkit=False, n_gpu_layers=-1, gpu_layout=layout, reasons=reasons)
+        needs_cuda_toolkit=False, n_gpu_layers=-1, gpu_layout=layout, reasons=reasons, **lora)
 
 
 def _llamacpp_slots(c: Choices, pool_max: int, mml: int) -> Tuple[int, int, str]:
@@ -784,6 +859,10 @@ def _plan_llamacpp(host: Host, c: Choices, reasons: List[str]) -> Plan:
     slots, pool, why = _llamacpp_slots(c, pool_max, mml)
     reasons.append("%s; unified KV pool of %d tokens (%s, %d bytes/token), each request up to "
                    "%d" % (why, pool, kv_type, llamacpp_kv_bytes_per_token(kv_type), mml))
+    skipped = [a["name"] for a in c.lora_adapters if a["format"] != "gguf"]
+    if skipped:
+        reasons.append("LoRA adapters of format hf not served by llama.cpp: %s (list a GGUF "
+                       "of each, format gguf)" % ", ".join(skipped))
     if n > 1:
         reasons.append("llama.cpp splits the layers over %d GPUs (%s)"
                        % (n, ", ".join(str(i) for i in host.indices)))
@@ -987,6 +1066,10 @@ def _plan_cpu(facts: Dict[str, Any], c: Choices) -> Plan:
         wheel, package, mnbt = "none", "", LLAMACPP_UBATCH
     hf_overrides = _yarn(mml)
     util = CPU_UTILIZATION if c.gpu_memory_utilization == "auto" else c.gpu_memory_utilization
+    lora = dict(_vllm_lora(c), lora_bytes=0) if engine == "vllm" else {}
+    if lora.get("max_loras"):
+        reasons.append("LoRA: max rank %d, %d adapter(s) per batch (CPU memory)"
+                       % (lora["lora_max_rank"], lora["max_loras"]))
     return Plan(
         mode="cpu", engine=engine, quantization=quant,
         dtype="float16" if quant == "fp16" else "auto", max_model_len=mml,
@@ -1001,7 +1084,7 @@ def _plan_cpu(facts: Dict[str, Any], c: Choices) -> Plan:
         model_repo=variant.hf_repo, model_revision=variant.hf_revision, gpu_name=None,
         gpu_count=0, vram_mib=0,
         driver_version=(facts or {}).get("driver_version") if isinstance(facts, dict) else None,
-        reasons=reasons)
+        reasons=reasons, **lora)
 
 
 def _alternative_text(alternatives: List[Dict[str, Any]]) -> str:

@@ -86,6 +86,18 @@ class ModelArch:
         return (self.linear_params + self.embedding_params + self.lm_head_params
                 + self.norm_params + self.bias_params)
 
+    @property
+    def lora_params_per_rank(self) -> int:
+        """LoRA A and B elements per unit of rank over the 7 linear layers of every block.
+
+        A layer of in x out gets A (rank x in) and B (out x rank): rank x (in + out). Per block
+        q (h, heads x hd), k and v (h, kv), o (heads x hd, h), gate and up (h, i), down (i, h).
+        """
+        h, i = self.hidden_size, self.intermediate_size
+        q = self.num_attention_heads * self.head_dim
+        kv = self.num_kv_heads * self.head_dim
+        return self.num_layers * (7 * h + 2 * q + 2 * kv + 3 * i)
+
     def kv_bytes_per_token(self, dtype_bytes: int) -> int:
         """2 (K and V) x layers x kv_heads x head_dim x bytes per element."""
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * dtype_bytes
@@ -290,6 +302,27 @@ def kv_bytes_per_token(kv_cache_dtype: str = "auto", arch: ModelArch = QWEN25_7B
     return arch.kv_bytes_per_token(KV_DTYPE_BYTES[kv_cache_dtype])
 
 
+#: vLLM's --max-lora-rank values (vllm/config/lora.py MaxLoRARanks): adapters of a rank in
+#: between run in the next slot up.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_lora_rank(rank: int) -> int:
+    """The --max-lora-rank that holds adapters up to `rank`; 0 for none."""
+    if rank <= 0:
+        return 0
+    return next(r for r in VLLM_LORA_RANKS if r >= rank)
+
+
+def vllm_lora_bytes(max_lora_rank: int, max_loras: int, dtype_bytes: int = 2,
+                    arch: "ModelArch" = QWEN25_7B, tensor_parallel_size: int = 1) -> int:
+    """GPU memory vLLM allocates at load for --enable-lora (per GPU): max_loras slots of
+    A and B stacks at max_lora_rank for every linear layer, in the model's dtype (lora_dtype
+    auto). Counted in the profiled weights, so it comes out of the KV cache."""
+    total = max_loras * max_lora_rank * arch.lora_params_per_rank * dtype_bytes
+    return math.ceil(total / tensor_parallel_size)
+
+
 def activation_bytes(max_num_batched_tokens: int) -> int:
     """Activation peak, linear through the two H200 measurements (rounded up)."""
     (n1, b1), (n2, b2) = sorted(ACTIVATION_MEASURED.items())
@@ -338,11 +371,14 @@ class VllmFit:
 
 def vllm_fit(total_mib: int, utilization: float, weights_bytes: int,
              max_num_batched_tokens: int, kv_cache_dtype: str = "auto",
-             tensor_parallel_size: int = 1, max_num_seqs: int = 256) -> VllmFit:
-    """vLLM's sizing: budget = CUDA total x utilization; KV = budget - everything else."""
+             tensor_parallel_size: int = 1, max_num_seqs: int = 256,
+             lora_bytes: int = 0) -> VllmFit:
+    """vLLM's sizing: budget = CUDA total x utilization; KV = budget - everything else.
+
+    lora_bytes (per GPU, vllm_lora_bytes) counts with the weights."""
     total = cuda_total_bytes(total_mib)
     budget = int(total * utilization)
-    weights = math.ceil(weights_bytes / tensor_parallel_size)
+    weights = math.ceil(weights_bytes / tensor_parallel_size) + lora_bytes
     act = activation_bytes(max_num_batched_tokens) + sampler_bytes(max_num_seqs)
     per_token = kv_bytes_per_token(kv_cache_dtype) // tensor_parallel_size
     available = budget - weights - act - NON_TORCH_BYTES

@@ -66,6 +66,16 @@ options:
         yet), e.g. a bare host that the nvidia_driver role will fix later in site.yml.
         The plan then assumes this driver branch and the GPU's PCI id table entry.
     type: raw
+  lora_adapters:
+    description:
+      - llm_lora_adapters, the LoRA adapters served beside the model (name, format hf or gguf,
+        rank for hf). vLLM plans reserve GPU memory for the highest rank of the hf adapters.
+    type: raw
+    default: []
+  max_loras:
+    description: auto (the number of hf adapters, at most 4) or an integer 1-64, vLLM's --max-loras.
+    type: raw
+    default: auto
 author: LLM bundle team (!UNKNOWN)
 """
 
@@ -103,7 +113,7 @@ except ImportError:
 
 CHOICE_KEYS = ("mode", "quantization", "engine", "max_model_len", "gpu_memory_utilization",
                "kv_cache_dtype", "tensor_parallel_size", "max_num_seqs", "vllm_version",
-               "cpu_kv_cache_gib", "assume_driver_branch")
+               "cpu_kv_cache_gib", "assume_driver_branch", "lora_adapters", "max_loras")
 
 
 def _where(facts):
@@ -130,6 +140,8 @@ def main():
             vllm_version=dict(type="str", default="0.33.0"),
             cpu_kv_cache_gib=dict(type="raw", default=1),
             assume_driver_branch=dict(type="raw"),
+            lora_adapters=dict(type="raw", default=[]),
+            max_loras=dict(type="raw", default="auto"),
         ),
         supports_check_mode=True,
     )

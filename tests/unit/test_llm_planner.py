@@ -34,7 +34,7 @@ def test_plan_dict_has_exactly_the_keys_other_roles_consume():
         "n_gpu_layers", "model_repo", "gpu_name", "gpu_count", "vram_mib", "driver_version",
         "model_revision", "data_parallel_size", "gpu_indices", "cuda_visible_devices",
         "cuda_architectures", "gpu_memory_used_mib", "provisional", "flash_attn", "kv_cache_gib",
-        "gpu_layout", "reasons"}
+        "lora_max_rank", "max_loras", "lora_bytes", "gpu_layout", "reasons"}
 
 
 # --- per card ---------------------------------------------------------------
@@ -639,3 +639,64 @@ def test_cpu_llamacpp_demo_context_fits_open_webuis_tools_prompt():
 def test_cpu_llamacpp_refuses_a_context_larger_than_its_pool():
     with pytest.raises(PlanError, match="llm_cpu_kv_cache_gib: 1.75"):
         plan(facts("no-devices"), {"mode": "cpu", "engine": "llamacpp", "max_model_len": 32768})
+
+
+# --- LoRA adapters ----------------------------------------------------------
+
+ADAPTERS = [{"name": "support", "rank": 12}, {"name": "legal", "rank": 16},
+            {"name": "support", "format": "gguf"}]
+
+
+def test_lora_slots_come_out_of_the_kv_cache_of_a_4090():
+    base, lora = plan_for("rtx4090"), plan_for("rtx4090", lora_adapters=ADAPTERS)
+    # two hf adapters, rank 12 padded to vLLM's 16: 2 x 16 x 2,523,136 x 2 bytes
+    assert (lora["lora_max_rank"], lora["max_loras"], lora["lora_bytes"]) == (16, 2, 161_480_704)
+    assert (base["kv_cache_tokens"], lora["kv_cache_tokens"]) == (123_222, 120_406)
+    assert base["kv_cache_tokens"] - lora["kv_cache_tokens"] == 161_480_704 // 57_344
+    assert (base["lora_max_rank"], base["max_loras"], base["lora_bytes"]) == (0, 0, 0)
+    assert "LoRA: max rank 16, 2 adapter(s) per batch: 0.15 GiB per GPU beside the weights" \
+        in lora["reasons"]
+
+
+def test_max_loras_is_the_operators_when_set():
+    p = plan_for("rtx4090", lora_adapters=ADAPTERS, max_loras=8)
+    assert (p["max_loras"], p["lora_bytes"]) == (8, 8 * 16 * 2_523_136 * 2)
+
+
+def test_lora_slots_on_a_cpu_plan_take_no_gpu_memory():
+    p = plan({}, {"mode": "cpu", "lora_adapters": [{"name": "a", "rank": "8"}]}).to_dict()
+    assert (p["lora_max_rank"], p["max_loras"], p["lora_bytes"]) == (8, 1, 0)
+
+
+def test_llamacpp_plan_names_the_hf_adapters_it_does_not_serve():
+    p = plan_for("rtx3060", lora_adapters=ADAPTERS)
+    assert p["engine"] == "llamacpp" and p["lora_max_rank"] == 0
+    assert "LoRA adapters of format hf not served by llama.cpp: support, legal (list a GGUF of " \
+        "each, format gguf)" in p["reasons"]
+
+
+def test_lora_slots_that_do_not_fit_are_refused_with_their_size():
+    msg = refusal("rtx3060", quantization="bf16", lora_adapters=[{"name": "a", "rank": 512}],
+                  max_loras=64)
+    assert msg.startswith("bf16 (+ 64 LoRA slot(s) of rank 512) weights need 168.19 GiB but the "
+                          "NVIDIA GeForce RTX 3060 has 11.40 GiB")
+
+
+@pytest.mark.parametrize("adapters, expected", [
+    ([{"name": "support"}], "llm_lora_adapters[0] (support): rank must be the adapter's LoRA "
+                            "rank (r in its adapter_config.json), 1 - 512"),
+    ([{"name": "a", "rank": 513}], "rank must be the adapter's LoRA rank"),
+    ([{"name": "a b", "rank": 8}], "llm_lora_adapters[0]: name must be a model name clients can "
+                                   "send"),
+    ([{"name": "a", "rank": 8}, {"name": "a", "rank": 8}], "llm_lora_adapters[1]: two adapters "
+                                                           "named a of format hf"),
+    ([{"name": "a", "format": "safetensors"}], "format must be hf (a PEFT folder, vLLM) or gguf"),
+    ("support", "llm_lora_adapters must be a list of adapters"),
+])
+def test_bad_lora_adapters_are_refused_naming_the_entry(adapters, expected):
+    assert expected in refusal("rtx4090", lora_adapters=adapters)
+
+
+def test_max_loras_out_of_range_is_refused():
+    assert "llm_max_loras must be an integer between 1 and 64" in refusal(
+        "rtx4090", lora_adapters=ADAPTERS, max_loras=0)

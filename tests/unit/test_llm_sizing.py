@@ -150,3 +150,12 @@ def test_llamacpp_estimate_matches_the_h200_measurement_within_5_percent():
         assert 0 <= (estimate - measured) / measured < 0.05, (estimate, measured)
         seen += 1
     assert seen == 2
+
+
+def test_lora_memory_of_qwen25_7b_per_rank_and_slot():
+    # per block 7 x 3584 + 2 x 3584 + 2 x 512 + 3 x 18944 = 90,112; 28 blocks
+    assert s.QWEN25_7B.lora_params_per_rank == 2_523_136
+    assert s.vllm_lora_bytes(16, 1) == 80_740_352
+    assert s.vllm_lora_bytes(16, 1, tensor_parallel_size=2) == 40_370_176
+    assert [s.vllm_lora_rank(r) for r in (0, 1, 2, 8, 9, 300, 321, 512)] == \
+        [0, 1, 8, 8, 16, 320, 512, 512]

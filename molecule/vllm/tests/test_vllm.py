@@ -110,6 +110,56 @@ def test_chat_with_tools_and_auto_tool_choice_is_accepted(host):
     assert json.loads(body)["object"] == "chat.completion"
 
 
+LORA = "tiny-lora"
+ADAPTERS = "/var/lib/llm/models/adapters"
+
+
+def test_the_lora_adapter_is_listed_as_its_own_model(host):
+    status, body = call(host, "/v1/models")
+    assert status == 200, body
+    models = {m["id"]: m for m in json.loads(body)["data"]}
+    assert set(models) == {MODEL, LORA}
+    assert models[LORA]["parent"] == MODEL
+    assert models[LORA]["root"] == f"{ADAPTERS}/{LORA}"
+
+
+def completion(host, model, prompt="The capital of France is"):
+    status, body = call(host, "/v1/completions", {
+        "model": model, "prompt": prompt, "max_tokens": 12, "temperature": 0, "seed": 7,
+        "ignore_eos": True})
+    assert status == 200, body
+    data = json.loads(body)
+    assert data["model"] == model
+    return data["choices"][0]["text"]
+
+
+def test_a_completion_naming_the_adapter_differs_from_the_base_models(host):
+    base, adapted = completion(host, MODEL), completion(host, LORA)
+    assert len(base) > 0 and len(adapted) > 0
+    assert adapted != base, (base, adapted)
+    # Greedy and seeded: each model answers the same again (the difference is the adapter, not chance).
+    assert completion(host, LORA) == adapted
+
+
+def test_vllm_is_configured_with_the_adapter_and_the_planned_rank(host):
+    with host.sudo():
+        config = host.file("/etc/llm/vllm.yaml").content_string
+    assert "enable-lora: true" in config
+    assert f"- {LORA}={ADAPTERS}/{LORA}" in config
+    assert re.search(r"^max-lora-rank: 8$", config, re.M), config
+    assert re.search(r"^max-loras: 1$", config, re.M), config
+
+
+def test_only_the_adapter_of_the_engines_format_is_staged(host):
+    d = f"{ADAPTERS}/{LORA}"
+    assert host.run(f"cd {d} && sha256sum --check --quiet --strict SHA256SUMS").rc == 0
+    assert host.file(f"{d}/adapter_config.json").exists
+    assert host.file(f"{d}/adapter_model.safetensors").mode == 0o640
+    assert host.file(f"{d}/adapter_model.safetensors").group == "llm"
+    # the GGUF twin of the inventory is for llama-server hosts
+    assert host.check_output(f"find {ADAPTERS} -name '*.gguf'") == ""
+
+
 def test_key_files_are_private(host):
     key = host.file("/etc/llm/api-key")
     assert (key.user, key.group, key.mode) == ("root", "llm", 0o640)
