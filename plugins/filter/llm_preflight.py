@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 # Numbers whose wrong value fails only late (a unit that never starts, a timeout that kills a
 # loading engine, nginx -t in the last role): (low, high), high None: unbounded. The llm_* knobs
 # (llm_max_model_len, llm_gpu_memory_utilization, ...) are range-checked by the planner (plan).
-PORTS = ("vllm_port", "llamacpp_port", "open_webui_port", "nginx_http_port", "nginx_https_port",
-         "nginx_status_port")
+PORTS = ("vllm_port", "llamacpp_port", "llamacpp_lora_backend_port", "open_webui_port",
+         "nginx_http_port", "nginx_https_port", "nginx_status_port")
 # Ports of the monitoring stack (roles monitoring, exporters): checked like PORTS unless
 # llm_monitoring_enabled is false.
 MONITORING_PORTS = ("monitoring_prometheus_port", "monitoring_alertmanager_port",
@@ -734,7 +734,8 @@ def llm_tls_problems(values: Dict[str, Any], server_name: str = "",
 
 
 # --- ports -------------------------------------------------------------------------------------
-PORT_DEFAULTS = ("defaults: vllm_port 8000, llamacpp_port 8081, open_webui_port 3000, "
+PORT_DEFAULTS = ("defaults: vllm_port 8000, llamacpp_port 8081 (8082 behind its LoRA router), "
+                 "open_webui_port 3000, "
                  "nginx 80/443, nginx_status_port 8091; "
                  "monitoring: 9090, 9093, 9115, 9100, 9113, 3903")
 # Listening sockets that are the bundle's own: these process names, or the services' users (the
@@ -779,9 +780,10 @@ def llm_port_problems(values: Dict[str, Any], defaults: Optional[Dict[str, Any]]
     users = {str(_effective(n, values, defaults) or "") for n in OUR_USERS} - {""}
     users |= set(OUR_FIXED_USERS)
     taken = {_as_int(entry.get("port")) for entry in listeners}
-    other_engine = {"vllm": "llamacpp_port", "llamacpp": "vllm_port"}.get(engine)
+    other_engine = {"vllm": ("llamacpp_port", "llamacpp_lora_backend_port"),
+                    "llamacpp": ("vllm_port",)}.get(engine, ())
     for name, port in ports.items():
-        if name == other_engine:
+        if name in other_engine:
             continue
         for entry in listeners:
             process, user = str(entry.get("name") or ""), str(entry.get("user") or "")

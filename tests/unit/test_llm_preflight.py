@@ -92,7 +92,9 @@ TEMPLATE_VARS = {"roles/vllm/vars/main.yml": ["_vllm_environment", "_vllm_gpu_en
 # derived names.
 NOT_STRINGS_CHECKED_ELSEWHERE = {"llm_api_key", "open_webui_backends", "open_webui_default_models",
                                  "open_webui_admin_password_effective", "open_webui_secret_key_file",
-                                 "ansible_managed", "role_path", "llm_plan", "llm_backends"}
+                                 "ansible_managed", "role_path", "llm_plan", "llm_backends",
+                                 # staged paths, checked by the role (roles/llamacpp/tasks/lora.yml)
+                                 "llamacpp_lora_adapters"}
 
 
 def test_every_string_an_env_or_unit_template_writes_is_checked():

@@ -198,6 +198,8 @@ def test_open_webui_lists_the_model(host, token, model):
     status, body = curl_json("/api/models", headers={"Authorization": f"Bearer {token}"})
     assert status == 200, body
     assert model in [m["id"] for m in body["data"]]
+    # the inventory's LoRA adapter is a model of its own there too (llm_lora_adapters)
+    assert "tiny-lora" in [m["id"] for m in body["data"]]
 
 
 def test_chat_through_open_webui_reaches_the_engine(host, token, model, backend):

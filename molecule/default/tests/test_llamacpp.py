@@ -24,8 +24,11 @@ sys.path.insert(0, str(REPO / "tests" / "helpers"))
 import host_http  # noqa: E402  the tests' one HTTP helper
 
 PORT = 8081
+BACKEND_PORT = 8082  # llama-server behind the LoRA router
 BASE = f"http://127.0.0.1:{PORT}"
 MODEL = "tiny-qwen2.5-instruct"
+LORA = "tiny-lora"
+ADAPTER_FILE = "/var/lib/llm/models/adapters/tiny-lora/tiny-qwen2.5-instruct-lora-f16.gguf"
 PACKAGE_DIR = "/opt/llm/packages/llama-server/debian12-cpu"
 REPORT = REPO / ".cache" / "reports" / "llm-plan.md"
 TOOLS = [{"type": "function", "function": {
@@ -77,10 +80,21 @@ def test_service_is_enabled_and_running_as_its_own_user(host):
     assert host.user("llamacpp").group == "llm"
 
 
+def listeners(host, port):
+    """{local address: pid} of the TCP listeners on port."""
+    with host.sudo():
+        lines = host.check_output(f"ss -H -ltnp 'sport = :{port}'").splitlines()
+    return {line.split()[3]: int(re.search(r"pid=(\d+)", line).group(1)) for line in lines}
+
+
+def main_pid(host, unit):
+    return int(host.check_output(f"systemctl show --property MainPID --value {unit}"))
+
+
 def test_listens_on_loopback_only(host):
-    sockets = host.check_output(f"ss -H -ltn 'sport = :{PORT}'").splitlines()
-    local = {line.split()[3] for line in sockets}
-    assert local == {f"127.0.0.1:{PORT}"}, f"listeners on port {PORT}: {local}"
+    # the API port is the LoRA router's (the inventory lists an adapter), llama-server sits behind it
+    assert listeners(host, PORT) == {f"127.0.0.1:{PORT}": main_pid(host, "llamacpp-lora-router")}
+    assert listeners(host, BACKEND_PORT) == {f"127.0.0.1:{BACKEND_PORT}": main_pid(host, "llamacpp")}
 
 
 def test_models_needs_the_key(host, api_key):
@@ -88,7 +102,48 @@ def test_models_needs_the_key(host, api_key):
     assert curl(host, "/v1/models", "wrong-key")[0] == 401
     status, body = curl(host, "/v1/models", api_key)
     assert status == 200
-    assert [m["id"] for m in body["data"]] == [MODEL]
+    assert [m["id"] for m in body["data"]] == [MODEL, LORA]
+    assert body["data"][1]["parent"] == MODEL
+
+
+def test_the_lora_router_runs_sandboxed_as_the_engines_user(host):
+    svc = host.service("llamacpp-lora-router")
+    assert svc.is_enabled and svc.is_running
+    status = host.file(f"/proc/{main_pid(host, 'llamacpp-lora-router')}/status").content_string
+    uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))
+    assert uid == int(host.check_output("id -u llamacpp")) != 0
+    assert re.search(r"^NoNewPrivs:\s+1$", status, re.M)
+    assert re.search(r"^Seccomp:\s+2$", status, re.M)
+    unit = host.check_output("systemctl cat llamacpp")
+    assert f"--lora-scaled {ADAPTER_FILE}:0 " in unit, unit
+    assert f"--port {BACKEND_PORT} " in unit
+
+
+def completion(host, api_key, model):
+    status, body = curl(host, "/v1/completions", api_key, {
+        "model": model, "prompt": "The capital of France is", "max_tokens": 12, "temperature": 0,
+        "seed": 7, "ignore_eos": True})
+    assert status == 200, body
+    return body["choices"][0]["text"]
+
+
+def test_a_completion_naming_the_adapter_differs_from_the_base_models(host, api_key):
+    base = completion(host, api_key, MODEL)
+    adapted = completion(host, api_key, LORA)
+    assert adapted != base, (base, adapted)
+    # greedy and seeded: the same again, and the base model's answer after the adapter's is the base's
+    # (llama-server would reuse the prompt it cached under the adapter if the router left "lora" out)
+    assert completion(host, api_key, LORA) == adapted
+    assert completion(host, api_key, MODEL) == base
+
+
+def test_no_client_can_change_the_adapters_for_everyone(host, api_key):
+    status, body = curl(host, "/lora-adapters", api_key, [{"id": 0, "scale": 1}])
+    assert status == 403, body
+    # llama-server's own view (its loopback port): the adapter stays loaded at scale 0
+    status, body = host_http.request(HOST, f"http://127.0.0.1:{BACKEND_PORT}/lora-adapters",
+                                     headers={"Authorization": f"Bearer {api_key}"})[:2]
+    assert status == 200 and [a["scale"] for a in json.loads(body)] == [0.0], body
 
 
 def test_health_answers_without_the_key(host):

@@ -79,7 +79,7 @@ def test_models_needs_the_key(host):
     assert status == 401
     status, body = call(host, "/v1/models")
     assert status == 200
-    assert [m["id"] for m in json.loads(body)["data"]] == [MODEL]
+    assert [m["id"] for m in json.loads(body)["data"]] == [MODEL, "tiny-lora"]
 
 
 def test_chat_completion_returns_openai_json(host):
