@@ -282,6 +282,67 @@ def test_the_fronts_share_one_chroma_behind_tls_and_a_token():
     assert ":8001" not in HOSTS[B].check_output("ss -Htln") and not HOSTS[B].service("llm-chroma").is_running
 
 
+CHROMA = "/opt/llm/chroma"
+CHROMA_BROKEN = "99.0.0"
+WHEELS = "/opt/llm/test-wheels"
+
+
+def _broken_chroma(folder):
+    """A wheel of chromadb CHROMA_BROKEN whose `chroma` command dies at start, and a hash-pinned lock of it."""
+    import base64
+    import hashlib
+    import io
+    import zipfile
+    dist = f"chromadb-{CHROMA_BROKEN}.dist-info"
+    files = {
+        "chromadb/__init__.py": ("import sys\n\n\ndef main():\n"
+                                 f"    sys.stderr.write('test release chromadb {CHROMA_BROKEN}: dies at start\\n')\n"
+                                 "    sys.exit(3)\n"),
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: chromadb\nVersion: {CHROMA_BROKEN}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist}/entry_points.txt": "[console_scripts]\nchroma = chromadb:main\n",
+    }
+    record = "".join(
+        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(body.encode()).digest()).rstrip(b'=').decode()},"
+        f"{len(body.encode())}\n" for name, body in files.items())
+    files[f"{dist}/RECORD"] = record + f"{dist}/RECORD,,\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as whl:
+        for name, body in files.items():
+            whl.writestr(name, body)
+    wheel = folder / f"chromadb-{CHROMA_BROKEN}-py3-none-any.whl"
+    wheel.write_bytes(buf.getvalue())
+    lock = folder / f"chroma-{CHROMA_BROKEN}.txt"
+    lock.write_text(f"chromadb=={CHROMA_BROKEN} \\\n    --hash=sha256:{hashlib.sha256(buf.getvalue()).hexdigest()}\n")
+    return wheel, lock
+
+
+def test_a_chroma_release_that_fails_its_gate_is_rolled_back_with_its_data(tmp_path):
+    # The datastore's steps alone (--tags datastore) with a Chroma release that dies at start: the venv is built
+    # beside the running one, the data copied aside, the link switched; the heartbeat gate gives up after
+    # chroma_start_restarts restarts, and the previous venv and the copied data come back.
+    import subprocess
+    a = HOSTS[A]
+    before = a.check_output(f"readlink {CHROMA}/current").strip()
+    assert before == f"{CHROMA}/1.5.9"
+    wheel, lock = _broken_chroma(tmp_path)
+    assert a.run(f"mkdir -p {WHEELS}").rc == 0
+    subprocess.run(["podman", "cp", str(wheel), f"{A}:{WHEELS}/"], check=True, timeout=60)
+    rc, out = _site(f"chroma_version={CHROMA_BROKEN}", f"chroma_venv_lock={lock}",
+                    f'{{"python_runtime_find_links": ["{WHEELS}"]}}', tags="datastore")
+    assert rc != 0, "the run passed although the new Chroma never answered"
+    assert re.search(rf"Chroma\s+{CHROMA_BROKEN}\s+failed\s+its\s+readiness\s+gate\s+on\s+{A}", out), out[-4000:]
+    assert "ROLLED BACK" in out and re.search(r"dies\s+at\s+start", out), out[-4000:]
+    assert a.check_output(f"readlink {CHROMA}/current").strip() == before
+    assert not a.file(f"{CHROMA}/{CHROMA_BROKEN}").exists
+    assert a.service("llm-chroma").is_running
+    assert a.run("curl -sf --max-time 10 http://127.0.0.1:8001/api/v2/heartbeat").rc == 0
+    with a.sudo():
+        beside = a.check_output("ls -1 /var/lib/llm").split()
+    assert f"chroma.before-chroma-{CHROMA_BROKEN}" in beside, beside
+    assert any(n.startswith(f"chroma.failed-chroma-{CHROMA_BROKEN}-") for n in beside), beside
+
+
 def _signin(front):
     pw = (REPO / ".secrets" / "fleet" / "open-webui-admin").read_text().strip()
     email = "admin@localhost"  # open_webui_admin_email with the demo's llm_server_name
@@ -344,10 +405,12 @@ print(json.dumps(stats))
 STOP = "/tmp/llm-fleet-loop.stop"
 
 
-def _site(*extra, timeout=1500, playbook="site.yml"):
+def _site(*extra, timeout=1500, playbook="site.yml", tags=None):
     import subprocess
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
     cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / playbook)]
+    if tags:
+        cmd += ["--tags", tags]
     for e in extra:
         cmd += ["-e", e]
     proc = subprocess.run(cmd, cwd=str(REPO), env=env, capture_output=True, text=True, timeout=timeout)
