@@ -706,9 +706,9 @@ def _plan_vllm(host: Host, c: Choices, quant: str, reasons: List[str]) -> Plan:
     if fit is None:
         raise AssertionError("no tensor parallel candidates")
     label = quant if quant != "gguf_q4_k_m" else "GGUF"
-    if c.lora_adapters and _vllm_lora(c)["max_loras"]:
-        label += " (+ %d LoRA slot(s) of rank %d)" % (_vllm_lora(c)["max_loras"],
-                                                       _vllm_lora(c)["lora_max_rank"])
+    slots = _vllm_lora(c)
+    if slots["max_loras"]:
+        label += " (+ %d LoRA slot(s) of rank %d)" % (slots["max_loras"], slots["lora_max_rank"])
     if fit.kv_tokens < CONTEXT_LADDER[-1]:
         alternatives: List[Dict[str, Any]] = [
             {"quantization": q} for q in ("awq", "gguf_q4_k_m") if q != quant]

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Serve llama-server's LoRA adapters as models of their own (the llamacpp role's LoRA router).
 
 llama-server loads every adapter at start (--lora-scaled FILE:0, not applied) and applies
