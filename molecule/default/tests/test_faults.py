@@ -274,7 +274,8 @@ def test_backup_uninstall_and_restore_keep_the_chats(host):
     assert rc == 0 and changed > 0, out[-5000:]
     assert re.search(r"Kept:\s+/var/lib/llm,\s+/etc/llm,\s+/var/backups/llm", out), out[-3000:]
     units = host.check_output("systemctl list-unit-files --no-legend --plain | cut -d' ' -f1").split()
-    for unit in ("open-webui.service", "llamacpp.service", "vllm.service", "nginx.service", "prometheus.service",
+    for unit in ("open-webui.service", "llamacpp.service", "llamacpp-lora-router.service", "vllm.service",
+                 "nginx.service", "prometheus.service",
                  "mtail.service", "prometheus-node-exporter.service", "llm-gpu-metrics.timer"):
         assert unit not in units, f"{unit} is still installed"
     listening = {line.split()[3].rsplit(":", 1)[1] for line in host.check_output("ss -Htln").splitlines()}

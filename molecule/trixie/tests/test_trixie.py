@@ -2,6 +2,7 @@
 
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -80,3 +81,39 @@ def test_nginx_config_has_no_warnings(host):
     conf = host.file("/etc/nginx/conf.d/llm-bundle.conf").content_string
     assert "http2 on;" in conf
     assert "ssl http2" not in conf
+
+
+def _uninstall(*extra):
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    proc = subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+                           str(REPO / "playbooks/uninstall.yml"), *extra],
+                          cwd=str(REPO), env=env, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    recap = re.search(rf"^{HOST}\s+:\s+ok=\d+\s+changed=(\d+)", out, re.M)
+    return proc.returncode, out, int(recap.group(1)) if recap else None
+
+
+def _dpkg_state(host, package):
+    return host.run(f"dpkg-query --show --showformat='${{db:Status-Abbrev}}' {package}").stdout.strip()
+
+
+def test_uninstall_then_purge_leaves_nothing_of_the_bundle(host):
+    # Last: a plain uninstall keeps the data and leaves nginx's configuration (dpkg state rc); the purge after it
+    # removes /var/lib/llm, /etc/llm, /var/backups/llm and the configuration the first run left; a second purge
+    # changes nothing.
+    host.run("mkdir -p /var/backups/llm && touch /var/lib/llm/keep-me /var/backups/llm/keep-me")
+    rc, out, changed = _uninstall()
+    assert rc == 0 and changed > 0, out[-3000:]
+    assert _dpkg_state(host, "nginx") == "" and _dpkg_state(host, "nginx-common") == "rc"
+    for kept in ("/var/lib/llm/keep-me", "/etc/llm", "/var/backups/llm/keep-me", "/etc/nginx"):
+        assert host.file(kept).exists, kept
+    rc, out, changed = _uninstall("-e", "llm_uninstall_purge=true")
+    assert rc == 0 and changed > 0, out[-3000:]
+    assert re.search(r"Purged:\s+/var/lib/llm,\s+/etc/llm,\s+/var/backups/llm", out), out[-3000:]
+    for gone in ("/var/lib/llm", "/etc/llm", "/var/backups/llm", "/opt/llm", "/etc/nginx"):
+        assert not host.file(gone).exists, gone
+    assert _dpkg_state(host, "nginx-common") == ""
+    listening = {line.split()[3].rsplit(":", 1)[1] for line in host.check_output("ss -Htln").splitlines()}
+    assert listening <= {"22"}, listening
+    rc, out, changed = _uninstall("-e", "llm_uninstall_purge=true")
+    assert rc == 0 and changed == 0, f"a second purge changed {changed}:\n{out[-3000:]}"
