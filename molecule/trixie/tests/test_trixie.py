@@ -94,7 +94,9 @@ def _uninstall(*extra):
 
 
 def _dpkg_state(host, package):
-    return host.run(f"dpkg-query --show --showformat='${{db:Status-Abbrev}}' {package}").stdout.strip()
+    """dpkg's two-letter state: rc (removed, configuration left); "un" or nothing: neither installed nor left."""
+    state = host.run(f"dpkg-query --show --showformat='${{db:Status-Abbrev}}' {package}").stdout.strip()
+    return "" if state == "un" else state
 
 
 def test_uninstall_then_purge_leaves_nothing_of_the_bundle(host):
