@@ -283,24 +283,24 @@ def test_the_fronts_share_one_chroma_behind_tls_and_a_token():
 
 
 CHROMA = "/opt/llm/chroma"
-CHROMA_BROKEN = "99.0.0"
+BROKEN = "99.0.0"
 WHEELS = "/opt/llm/test-wheels"
 
 
-def _broken_chroma(folder):
-    """A wheel of chromadb CHROMA_BROKEN whose `chroma` command dies at start, and a hash-pinned lock of it."""
+def _broken_release(folder, project, module, script, version):
+    """A wheel of `project` `version` whose console script `script` dies at start, and a hash-pinned lock of it."""
     import base64
     import hashlib
     import io
     import zipfile
-    dist = f"chromadb-{CHROMA_BROKEN}.dist-info"
+    dist = f"{project.replace('-', '_')}-{version}.dist-info"
     files = {
-        "chromadb/__init__.py": ("import sys\n\n\ndef main():\n"
-                                 f"    sys.stderr.write('test release chromadb {CHROMA_BROKEN}: dies at start\\n')\n"
-                                 "    sys.exit(3)\n"),
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: chromadb\nVersion: {CHROMA_BROKEN}\n",
+        f"{module}/__init__.py": ("import sys\n\n\ndef main():\n"
+                                  f"    sys.stderr.write('test release {project} {version}: dies at start\\n')\n"
+                                  "    sys.exit(3)\n"),
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n",
         f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        f"{dist}/entry_points.txt": "[console_scripts]\nchroma = chromadb:main\n",
+        f"{dist}/entry_points.txt": f"[console_scripts]\n{script} = {module}:main\n",
     }
     record = "".join(
         f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(body.encode()).digest()).rstrip(b'=').decode()},"
@@ -310,10 +310,10 @@ def _broken_chroma(folder):
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as whl:
         for name, body in files.items():
             whl.writestr(name, body)
-    wheel = folder / f"chromadb-{CHROMA_BROKEN}-py3-none-any.whl"
+    wheel = folder / f"{project.replace('-', '_')}-{version}-py3-none-any.whl"
     wheel.write_bytes(buf.getvalue())
-    lock = folder / f"chroma-{CHROMA_BROKEN}.txt"
-    lock.write_text(f"chromadb=={CHROMA_BROKEN} \\\n    --hash=sha256:{hashlib.sha256(buf.getvalue()).hexdigest()}\n")
+    lock = folder / f"{project}-{version}.txt"
+    lock.write_text(f"{project}=={version} \\\n    --hash=sha256:{hashlib.sha256(buf.getvalue()).hexdigest()}\n")
     return wheel, lock
 
 
@@ -325,22 +325,46 @@ def test_a_chroma_release_that_fails_its_gate_is_rolled_back_with_its_data(tmp_p
     a = HOSTS[A]
     before = a.check_output(f"readlink {CHROMA}/current").strip()
     assert before == f"{CHROMA}/1.5.9"
-    wheel, lock = _broken_chroma(tmp_path)
+    wheel, lock = _broken_release(tmp_path, "chromadb", "chromadb", "chroma", BROKEN)
     assert a.run(f"mkdir -p {WHEELS}").rc == 0
     subprocess.run(["podman", "cp", str(wheel), f"{A}:{WHEELS}/"], check=True, timeout=60)
-    rc, out = _site(f"chroma_version={CHROMA_BROKEN}", f"chroma_venv_lock={lock}",
+    rc, out = _site(f"chroma_version={BROKEN}", f"chroma_venv_lock={lock}",
                     f'{{"python_runtime_find_links": ["{WHEELS}"]}}', tags="datastore")
     assert rc != 0, "the run passed although the new Chroma never answered"
-    assert re.search(rf"Chroma\s+{CHROMA_BROKEN}\s+failed\s+its\s+readiness\s+gate\s+on\s+{A}", out), out[-4000:]
+    assert re.search(rf"Chroma\s+{BROKEN}\s+failed\s+its\s+readiness\s+gate\s+on\s+{A}", out), out[-4000:]
     assert "ROLLED BACK" in out and re.search(r"dies\s+at\s+start", out), out[-4000:]
     assert a.check_output(f"readlink {CHROMA}/current").strip() == before
-    assert not a.file(f"{CHROMA}/{CHROMA_BROKEN}").exists
+    assert not a.file(f"{CHROMA}/{BROKEN}").exists
     assert a.service("llm-chroma").is_running
     assert a.run("curl -sf --max-time 10 http://127.0.0.1:8001/api/v2/heartbeat").rc == 0
     with a.sudo():
         beside = a.check_output("ls -1 /var/lib/llm").split()
-    assert f"chroma.before-chroma-{CHROMA_BROKEN}" in beside, beside
-    assert any(n.startswith(f"chroma.failed-chroma-{CHROMA_BROKEN}-") for n in beside), beside
+    assert f"chroma.before-chroma-{BROKEN}" in beside, beside
+    assert any(n.startswith(f"chroma.failed-chroma-{BROKEN}-") for n in beside), beside
+
+
+def test_an_open_webui_release_that_fails_on_a_front_names_the_dump_taken_before(tmp_path):
+    # A fleet's front runs on PostgreSQL: before its version changes the datastore dumps the shared database
+    # (<time>-before-open-webui-<version>), and the rollback's message names that dump (the database is not on the
+    # front, so the front's own backup cannot bring it back).
+    import subprocess
+    a = HOSTS[A]
+    wheel, lock = _broken_release(tmp_path, "open-webui", "open_webui", "open-webui", BROKEN)
+    assert a.run(f"mkdir -p {WHEELS}").rc == 0
+    subprocess.run(["podman", "cp", str(wheel), f"{A}:{WHEELS}/"], check=True, timeout=60)
+    rc, out = _site(f"open_webui_version={BROKEN}", 'open_webui_torch_requirement=""',
+                    f"open_webui_venv_lock={lock}", f'{{"python_runtime_find_links": ["{WHEELS}"]}}',
+                    tags="open_webui", limit=A)
+    assert rc != 0, "the run passed although the new version never answered"
+    assert re.search(rf"Open\s+WebUI\s+{BROKEN}\s+failed\s+its\s+readiness\s+gate\s+on\s+{A}", out), \
+        out[-4000:]
+    dump = re.search(rf"restore\s+the\s+dump\s+taken\s+before\s+the\s+switch\s+\({A}:(/var/backups/llm/postgresql/"
+                     rf"\S+-before-open-webui-{re.escape(BROKEN)}\.dump);", out)
+    assert dump, out[-4000:]
+    with a.sudo():
+        assert a.run(f"cd /var/backups/llm/postgresql && sha256sum -c {dump.group(1).rsplit('/', 1)[1]}.sha256").rc == 0
+    assert a.service("open-webui").is_running
+    assert not a.file(f"/opt/llm/open-webui/{BROKEN}").exists
 
 
 def _signin(front):
@@ -405,12 +429,14 @@ print(json.dumps(stats))
 STOP = "/tmp/llm-fleet-loop.stop"
 
 
-def _site(*extra, timeout=1500, playbook="site.yml", tags=None):
+def _site(*extra, timeout=1500, playbook="site.yml", tags=None, limit=None):
     import subprocess
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
     cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / playbook)]
     if tags:
         cmd += ["--tags", tags]
+    if limit:
+        cmd += ["--limit", limit]
     for e in extra:
         cmd += ["-e", e]
     proc = subprocess.run(cmd, cwd=str(REPO), env=env, capture_output=True, text=True, timeout=timeout)
