@@ -336,6 +336,10 @@ def test_an_open_webui_release_that_fails_on_a_front_names_the_dump_taken_before
         assert a.run(f"cd /var/backups/llm/postgresql && sha256sum -c {dump.group(1).rsplit('/', 1)[1]}.sha256").rc == 0
     assert a.service("open-webui").is_running
     assert not a.file(f"/opt/llm/open-webui/{BROKEN}").exists
+    # --tags open_webui kept the fleet's settings (tasks/fleet.yml is imported: it runs under every tag)
+    with a.sudo():
+        env = a.file(ENV_FILE).content_string
+    assert 'DATABASE_URL="postgresql+psycopg://' in env and "OPENAI_API_BASE_URLS=\"http://127.0.0.1:8090/v1" in env
 
 
 def _signin(front):
