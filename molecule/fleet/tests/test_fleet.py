@@ -454,8 +454,10 @@ def test_upgrade_restarting_every_engine_drops_no_request(api_key):
     finally:
         stats = _stop_loop(loop)
     assert rc == 0, out[-3000:]
-    # One host per batch: the deploy play's first task (an include) ran for one host at a time, in order.
-    batches = re.findall(r"^included: \S+/tasks/fleet\.yml for (.+)$", out, re.M)
+    # One host per batch: the deploy play's first include (the fleet's Chroma token, tasks/fleet.yml) ran for one
+    # host at a time, in order (the play's banner prints once, not per batch).
+    deploy = out.split("PLAY [Deploy the LLM stack]", 1)[-1]
+    batches = re.findall(r"^included: \S+/tasks/chroma-token\.yml for (.+)$", deploy, re.M)
     assert batches == [A, B], batches
     assert [n for n in _listing(A, "/var/backups/llm/postgresql") - dumps if n.endswith("-before-upgrade.dump")], \
         "no dump of the fleet's database before the upgrade"
