@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 # Numbers whose wrong value fails only late (a unit that never starts, a timeout that kills a
 # loading engine, nginx -t in the last role): (low, high), high None: unbounded. The llm_* knobs
 # (llm_max_model_len, llm_gpu_memory_utilization, ...) are range-checked by the planner (plan).
-PORTS = ("vllm_port", "llamacpp_port", "llamacpp_lora_backend_port", "open_webui_port",
-         "nginx_http_port", "nginx_https_port", "nginx_status_port")
+PORTS = ("vllm_port", "llamacpp_port", "llamacpp_lora_backend_port", "embeddings_port",
+         "open_webui_port", "nginx_http_port", "nginx_https_port", "nginx_status_port")
 # Ports of the monitoring stack (roles monitoring, exporters): checked like PORTS unless
 # llm_monitoring_enabled is false.
 MONITORING_PORTS = ("monitoring_prometheus_port", "monitoring_alertmanager_port",
@@ -77,12 +77,14 @@ HOST_NAME_LISTS = ("nginx_server_aliases", "base_ntp_servers")   # host names or
 URLS = ("base_debian_mirror", "base_debian_security_mirror", "python_runtime_index_url",
         "python_runtime_python_install_mirror", "open_webui_public_url",
         "nginx_open_webui_upstream", "nginx_api_upstream", "nginx_engine_local_url",
-        "nginx_vector_local_url", "open_webui_chroma_url", "cuda_repo_url",
-        "monitoring_alert_webhook_url", "exporters_nginx_status_url", "monitoring_web_base_url",
+        "nginx_vector_local_url", "open_webui_chroma_url", "open_webui_rag_embedding_url",
+        "cuda_repo_url", "monitoring_alert_webhook_url", "exporters_nginx_status_url",
+        "monitoring_web_base_url",
         "monitoring_grafana_apt_url", "monitoring_grafana_apt_key_url")
 URLS_OPTIONAL = ("python_runtime_index_url", "python_runtime_python_install_mirror",
                  "nginx_api_upstream", "nginx_engine_local_url", "open_webui_chroma_url",
-                 "monitoring_alert_webhook_url", "monitoring_web_base_url")
+                 "open_webui_rag_embedding_url", "monitoring_alert_webhook_url",
+                 "monitoring_web_base_url")
 URL_LISTS = ("python_runtime_extra_index_urls", "vllm_extra_index_urls",
              "open_webui_extra_index_urls")
 PROXIES = ("base_proxy", "python_runtime_proxy")                 # dicts: http_proxy, https_proxy
@@ -98,10 +100,11 @@ HOST_PATHS = ("exporters_textfile_dir", "exporters_nvidia_smi_path", "monitoring
               "llamacpp_api_key_file", "open_webui_venv_dir", "open_webui_data_dir",
               "open_webui_config_dir", "open_webui_backup_dir", "postgresql_backup_dir",
               "nginx_tls_dir", "chroma_venv_dir",
-              "chroma_data_dir")
+              "chroma_data_dir", "embeddings_state_dir", "embeddings_api_key_file")
 # System users and groups the roles create (useradd/groupadd names).
 ACCOUNTS = ("base_service_group", "vllm_user", "vllm_group", "llamacpp_user", "llamacpp_group",
-            "open_webui_user", "open_webui_service_group", "chroma_user")
+            "open_webui_user", "open_webui_service_group", "chroma_user", "embeddings_user",
+            "embeddings_group")
 NGINX_RATES = {"nginx_api_rate": "10r/s", "nginx_signin_rate": "10r/m"}
 NGINX_WORD_LISTS = ("nginx_tls_ciphers", "nginx_tls_curves")     # joined with ':' in nginx.conf
 
@@ -151,6 +154,8 @@ FILE_VALUES = {
     "open_webui_redis_key_prefix": "env_quoted",
     "open_webui_chroma_url": "env_quoted",
     "open_webui_chroma_token": "env_quoted",
+    "open_webui_rag_embedding_url": "env_quoted",
+    "open_webui_rag_embedding_model": "env_quoted",
     "base_service_group": "unit_word",
     "base_opt_dir": "unit_word",
     "base_state_dir": "unit_word",
@@ -735,13 +740,13 @@ def llm_tls_problems(values: Dict[str, Any], server_name: str = "",
 
 # --- ports -------------------------------------------------------------------------------------
 PORT_DEFAULTS = ("defaults: vllm_port 8000, llamacpp_port 8081 (8082 behind its LoRA router), "
-                 "open_webui_port 3000, "
+                 "embeddings_port 8083, open_webui_port 3000, "
                  "nginx 80/443, nginx_status_port 8091; "
                  "monitoring: 9090, 9093, 9115, 9100, 9113, 3903")
 # Listening sockets that are the bundle's own: these process names, or the services' users (the
 # Debian packages of Prometheus and its exporters run as the user prometheus, mtail as mtail).
 OUR_PROCESSES = ("nginx", "llama-server", "open-webui")
-OUR_USERS = ("vllm_user", "llamacpp_user", "open_webui_user")
+OUR_USERS = ("vllm_user", "llamacpp_user", "embeddings_user", "open_webui_user")
 OUR_FIXED_USERS = ("prometheus", "mtail")
 
 

@@ -17,6 +17,8 @@
 #   3. assets venv                 -> $LLM_BUNDLE_CACHE/venvs/assets (tests/assets/requirements.txt)
 #   4. tiny HF model               -> $LLM_BUNDLE_CACHE/models/tiny-qwen2.5-instruct
 #   5. tiny GGUF Q4_K_M            -> $LLM_BUNDLE_CACHE/models/tiny-qwen2.5-instruct-gguf/tiny-qwen2.5-instruct-q4_k_m.gguf
+#   6. tiny LoRA adapter           -> $LLM_BUNDLE_CACHE/models/tiny-qwen2.5-instruct-lora{,-gguf}
+#   7. tiny embedding model (GGUF) -> $LLM_BUNDLE_CACHE/models/tiny-embed-gguf/tiny-embed-q4_k_m.gguf (Open WebUI's RAG)
 # The llama-cpp-python wheel (the server the bundle used before llama-server) is built only by
 # tests/bench/llamacpp-servers.py, for its comparison (build-llamacpp-wheel.sh).
 set -euo pipefail
@@ -92,17 +94,21 @@ llama_server_deb() {
       --variant "$LLAMA_SERVER_VARIANT" --outdir "$LLAMA_SERVER_DEBS" --jobs "${LLAMA_SERVER_JOBS:-$(nproc)}"
 }
 
-stage "1/6 llama-cpp-python sdist (vendors llama.cpp)" bash "$HERE/fetch-llamacpp-sdist.sh"
-stage "2/6 llama-server .deb ($LLAMA_SERVER_VARIANT)" llama_server_deb
-stage "3/6 assets venv" make_venv
-stage "4/6 tiny HF model" "$VENV/bin/python" "$HERE/make_tiny_model.py" "$CACHE/models/tiny-qwen2.5-instruct"
-stage "5/6 tiny GGUF Q4_K_M" "$VENV/bin/python" "$HERE/make_tiny_gguf.py" \
+stage "1/7 llama-cpp-python sdist (vendors llama.cpp)" bash "$HERE/fetch-llamacpp-sdist.sh"
+stage "2/7 llama-server .deb ($LLAMA_SERVER_VARIANT)" llama_server_deb
+stage "3/7 assets venv" make_venv
+stage "4/7 tiny HF model" "$VENV/bin/python" "$HERE/make_tiny_model.py" "$CACHE/models/tiny-qwen2.5-instruct"
+stage "5/7 tiny GGUF Q4_K_M" "$VENV/bin/python" "$HERE/make_tiny_gguf.py" \
     --hf-dir "$CACHE/models/tiny-qwen2.5-instruct" \
     --out-dir "$CACHE/models/tiny-qwen2.5-instruct-gguf"
-stage "6/6 tiny LoRA adapter (PEFT and GGUF)" "$VENV/bin/python" "$HERE/make_tiny_lora.py" \
+stage "6/7 tiny LoRA adapter (PEFT and GGUF)" "$VENV/bin/python" "$HERE/make_tiny_lora.py" \
     --base-dir "$CACHE/models/tiny-qwen2.5-instruct" \
     --out-dir "$CACHE/models/tiny-qwen2.5-instruct-lora" \
     --gguf-dir "$CACHE/models/tiny-qwen2.5-instruct-lora-gguf"
+
+stage "7/7 tiny embedding model (HF, then GGUF)" bash -c '"$0" "$1/make_tiny_model.py" --preset embed "$2/models/tiny-embed" \
+    && "$0" "$1/make_tiny_gguf.py" --preset embed --hf-dir "$2/models/tiny-embed" --out-dir "$2/models/tiny-embed-gguf"' \
+    "$VENV/bin/python" "$HERE" "$CACHE"
 
 echo "== assets ready in $(( $(date +%s) - total_start )) s:"
 ls -1 "$LLAMA_SERVER_DEBS"/llm-llama-server_*.deb
@@ -110,3 +116,4 @@ echo "$CACHE/models/tiny-qwen2.5-instruct"
 echo "$CACHE/models/tiny-qwen2.5-instruct-gguf/tiny-qwen2.5-instruct-q4_k_m.gguf"
 echo "$CACHE/models/tiny-qwen2.5-instruct-lora"
 echo "$CACHE/models/tiny-qwen2.5-instruct-lora-gguf/tiny-qwen2.5-instruct-lora-f16.gguf"
+echo "$CACHE/models/tiny-embed-gguf/tiny-embed-q4_k_m.gguf"

@@ -5,7 +5,7 @@ Runs in the assets venv ($LLM_BUNDLE_CACHE/venvs/assets: torch, transformers, nu
 sentencepiece). Quantizes with llama-quantize from the bundle's llm-llama-server .deb
 (LLAMA_QUANTIZE, or the .deb in $LLM_BUNDLE_CACHE/debs/llama-server/debian12-cpu, unpacked).
 
-    python make_tiny_gguf.py [--preset tiny|bench] [--hf-dir DIR] [--out-dir DIR] [--sdist TARBALL] [--force]
+    python make_tiny_gguf.py [--preset tiny|embed|bench] [--hf-dir DIR] [--out-dir DIR] [--sdist TARBALL] [--force]
 
 1. llama.cpp's convert_hf_to_gguf.py, its conversion/ package and gguf-py are taken from the
    llama-cpp-python sdist (vendor/llama.cpp) and extracted into
@@ -58,6 +58,7 @@ FTYPE_MOSTLY_Q4_K_M = 15
 GGUF_PRESETS = {
     "tiny": (RECIPE_VERSION, GGUF_NAME),
     "bench": ("bench-qwen2-gguf/1", "bench-qwen2-q4_k_m.gguf"),
+    "embed": ("tiny-embed-gguf/1", "tiny-embed-q4_k_m.gguf"),
 }
 
 CACHE = Path(os.environ.get("LLM_BUNDLE_CACHE") or "/var/cache/llm-bundle")
@@ -111,6 +112,19 @@ benchmarks (tests/bench/llamacpp-servers.py); its output is gibberish.
 Tensor types:
 {types}
 """
+
+EMBED_README_TEXT = """\
+# tiny-embed GGUF (Q4_K_M, generated embedding test model)
+
+`{gguf}` is tests/assets/make_tiny_model.py's random `embed` preset (the tiny shape, other weights),
+converted with llama.cpp's convert_hf_to_gguf.py (from the llama-cpp-python {ver} sdist) to bf16 GGUF
+and quantized with llama.cpp's `llama-quantize` (Q4_K_M). The test hosts serve it with
+`llama-server --embeddings --pooling mean` as Open WebUI's embedding model: random but fixed vectors.
+
+Tensor types:
+{types}
+"""
+README_TEXTS = {"tiny": README_TEXT, "bench": BENCH_README_TEXT, "embed": EMBED_README_TEXT}
 
 
 def log(msg: str) -> None:
@@ -224,7 +238,7 @@ def check_chatml_tokens(gguf_path: Path, convdir: Path) -> None:
 
 def build(hf_dir: Path, out_dir: Path, sdist: Path | None, preset: str = "tiny") -> None:
     recipe, gguf_name = GGUF_PRESETS[preset]
-    readme = README_TEXT if preset == "tiny" else BENCH_README_TEXT
+    readme = README_TEXTS[preset]
     t0 = time.monotonic()
     sdist = ensure_sdist(sdist)
     convdir = ensure_converter(sdist)

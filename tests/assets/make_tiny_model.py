@@ -82,6 +82,10 @@ PRESETS = {
     # head_dim 128 and GQA like Qwen2.5-7B, ~228 M parameters (~455 MB BF16, ~137 MB Q4_K_M).
     "bench": Preset("bench-qwen2", "bench-qwen2/1", 20261201, hidden=1024, intermediate=2816, layers=20,
                     heads=8, kv_heads=2),
+    # Embedding model for the RAG tests (llama-server --embeddings, mean pooling): the tiny shape with weights of
+    # its own (another seed), so its vectors are random but fixed. Not a trained embedder: retrieval order is
+    # arbitrary, which the tests allow for (one short document, every chunk retrieved).
+    "embed": Preset("tiny-embed", "tiny-embed/1", 20261203, HIDDEN, INTERMEDIATE, LAYERS, HEADS, KV_HEADS),
 }
 TINY = PRESETS["tiny"]
 
@@ -218,12 +222,22 @@ A random Qwen2-architecture model of a few hundred MB, for CPU serving benchmark
 HTTP overhead, dominates. Output text is gibberish. Same tokenizer and chat template as the
 tiny test model (`--preset tiny`); built with `make_tiny_model.py --preset bench`.
 """,
+    "embed": """\
+# tiny-embed (generated embedding test model)
+
+A tiny random Qwen2-architecture model served by llama-server with `--embeddings --pooling mean` as the
+test hosts' embedding model (Open WebUI's knowledge bases). Its vectors are random but fixed: the pipeline
+(chunking, embedding requests, vector store, retrieval into the prompt) is real, the ranking is not. Same
+shape, tokenizer and chat template as the tiny test model, other weights; built with
+`make_tiny_model.py --preset embed`.
+""",
 }
 
 
 def readme_text(p: Preset) -> str:
-    intro = _README_INTRO["tiny" if p == TINY else "bench"]
-    regen = "" if p == TINY else " --preset bench"
+    key = next(k for k, v in PRESETS.items() if v == p)
+    intro = _README_INTRO[key]
+    regen = "" if p == TINY else f" --preset {key}"
     return f"""\
 {intro}
 | field | value | Qwen2.5-7B-Instruct |
@@ -562,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", nargs="?", type=Path, default=None, help="output folder")
     ap.add_argument("--force", action="store_true", help="regenerate even when complete")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
-                    help="tiny (default; tests) or bench (a few hundred MB, for CPU serving benchmarks)")
+                    help="tiny (default; tests), embed (the tests' embedding model) or bench (a few hundred MB, for CPU serving benchmarks)")
     args = ap.parse_args(argv)
     preset = PRESETS[args.preset]
     label = f"{args.preset} HF model"
