@@ -15,6 +15,8 @@ import time
 import pytest
 from test_front import HOST, REPO, curl, curl_json, env_value, host_http, signin
 
+testinfra_hosts = [f"podman://{HOST}"]
+
 EMBED_PORT = 8083
 ENGINE_BACKEND = "http://127.0.0.1:8082"  # llama-server behind the LoRA router (demo inventory serves tiny-lora)
 DROPIN_DIR = "/etc/systemd/system/llamacpp.service.d"
