@@ -410,7 +410,7 @@ def test_open_webui_runs_as_its_own_user_with_data_outside_site_packages(host):
 
 def test_environment_is_the_source_of_truth(host):
     for name, value in [("ENABLE_PERSISTENT_CONFIG", "False"), ("ENABLE_SIGNUP", "False"), ("ENABLE_OLLAMA_API", "False"),
-                        ("OFFLINE_MODE", "True"), ("HF_HUB_OFFLINE", "1"), ("RAG_EMBEDDING_MODEL", ""),
+                        ("OFFLINE_MODE", "True"), ("HF_HUB_OFFLINE", "1"), ("RAG_EMBEDDING_ENGINE", "openai"),
                         ("ANONYMIZED_TELEMETRY", "False"), ("DO_NOT_TRACK", "true"), ("SCARF_NO_ANALYTICS", "true")]:
         assert env_value(host, name) == value, name
     url = env_value(host, "WEBUI_URL")
