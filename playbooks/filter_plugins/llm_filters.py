@@ -19,7 +19,7 @@ import os
 _FILTER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir,
                            "plugins", "filter")
 _PLUGINS = ("llm_argspec", "llm_datastores", "llm_fleet", "llm_index", "llm_monitoring",
-            "llm_plan_table", "llm_plan_report", "llm_preflight")
+            "llm_offline", "llm_plan_table", "llm_plan_report", "llm_preflight")
 
 
 def _load(name):

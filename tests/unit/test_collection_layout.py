@@ -20,6 +20,7 @@ def test_playbook_adjacent_filters_cover_every_filter_plugin():
     import llm_datastores
     import llm_fleet
     import llm_monitoring
+    import llm_offline
 
     import llm_argspec
     import llm_index
@@ -32,8 +33,8 @@ def test_playbook_adjacent_filters_cover_every_filter_plugin():
     shim = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(shim)
     names = set()
-    for module in (llm_argspec, llm_datastores, llm_fleet, llm_index, llm_monitoring, llm_plan_report,
-                   llm_plan_table, llm_preflight):
+    for module in (llm_argspec, llm_datastores, llm_fleet, llm_index, llm_monitoring, llm_offline,
+                   llm_plan_report, llm_plan_table, llm_preflight):
         names |= set(module.FilterModule().filters())
     assert set(shim.FilterModule().filters()) == names
     assert sorted(p.stem for p in (REPO / "plugins" / "filter").glob("*.py")) == \

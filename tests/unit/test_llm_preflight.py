@@ -69,7 +69,8 @@ def test_every_host_path_variable_is_checked():
                   "postgresql_password_dir", "redis_password_dir", "nginx_monitoring_password_dir",
                   "monitoring_grafana_admin_password_dir",
                   # base's controller_secret entry point: set by the calling roles, never by the operator
-                  "base_secret_dir", "base_secret_file", "nginx_fleet_ca_dir", "llm_fleet_secrets_dir"}
+                  "base_secret_dir", "base_secret_file", "nginx_fleet_ca_dir", "llm_fleet_secrets_dir",
+                  "llm_offline_bundle_dir"}
     not_paths = {"open_webui_redis_key_prefix"}  # Open WebUI's REDIS_KEY_PREFIX, a word
     paths = {n for n, o in _spec_options().items()
              if (o.get("type") == "path" or re.search(r"_(dir|file|home|prefix|path)$", n))
