@@ -63,7 +63,7 @@ from ansible.module_utils.basic import AnsibleModule
 MANIFEST = "MANIFEST.sha256"
 MANIFEST_JSON = "manifest.json"
 CACHE = ".manifest-cache.json"
-SKIP_NAMES = {MANIFEST, MANIFEST_JSON, "lock"}
+SKIP_NAMES = {MANIFEST, MANIFEST_JSON}  # at the root; apt's "lock" anywhere
 SKIP_DIRS = {"partial"}
 WHEEL = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-[^-]+)?-[^-]+-[^-]+-[^-]+\.whl$")
 SDIST = re.compile(r"^(?P<name>.+)-(?P<version>[0-9][^-]*)\.(tar\.gz|zip)$")
@@ -92,11 +92,14 @@ def bundle_files(root):
     return sorted(out)
 
 
-def _model_version(root, rel):
+def _model_depth(parts):
+    """Path parts naming a model folder: models/<name>, or models/adapters|embeddings/<name>."""
+    return 3 if len(parts) > 3 and parts[1] in ("adapters", "embeddings") else 2
+
+
+def _model_version(root, parts):
     """The source of a staged model: its marker's line (hf <endpoint>/<repo>@<revision> ...)."""
-    parts = rel.split("/")
-    depth = 3 if len(parts) > 3 and parts[1] in ("adapters", "embeddings") else 2
-    folder = os.path.join(root, *parts[:depth])
+    folder = os.path.join(root, *parts[:_model_depth(parts)])
     for marker in (".model_store-staged", "SOURCE"):
         try:
             with open(os.path.join(folder, marker)) as f:
@@ -127,11 +130,11 @@ def describe(root, rel):
             )
     if top == "models":
         parts = rel.split("/")
-        depth = 3 if len(parts) > 3 and parts[1] in ("adapters", "embeddings") else 2
+        depth = _model_depth(parts)
         return (
             "model",
             "/".join(parts[1:depth]) + ":" + "/".join(parts[depth:]),
-            _model_version(root, rel),
+            _model_version(root, parts),
         )
     return "file", rel, ""
 
