@@ -13,7 +13,7 @@ export PATH := $(VENV)/bin:$(LLM_BUNDLE_CACHE)/tools/bin:$(PATH)
 SCENARIOS ?= default fleet vllm driver trixie
 STAMP = bash tests/stage.sh
 
-.PHONY: help setup host-packages venv image ssh-key assets promtool lint unit docs collection sanity molecule test demo demo-destroy
+.PHONY: help setup host-packages venv image ssh-key assets offline-bundle promtool lint unit docs collection sanity molecule test demo demo-destroy
 
 help:
 	@echo "make demo     deploy the stack onto a local systemd test host and print how to reach it"
@@ -30,6 +30,7 @@ venv:
 image: host-packages
 	@$(STAMP) image bash tests/testhost/build-image.sh bookworm
 	@$(STAMP) image-trixie bash tests/testhost/build-image.sh trixie
+	@bash tests/testhost/offline-network.sh create
 
 ssh-key:
 	@mkdir -p $(LLM_BUNDLE_CACHE)/ssh $(LLM_BUNDLE_CACHE)/uv-cache && chmod 700 $(LLM_BUNDLE_CACHE)/ssh
@@ -39,10 +40,15 @@ assets:
 	@$(STAMP) assets bash tests/assets/build.sh
 	@$(STAMP) torch-cpu-wheel bash tests/assets/fetch-torch-cpu-wheel.sh
 
+# molecule/default's host installs from this bundle alone (llm_offline): the demo inventory's, made like an operator's.
+offline-bundle: venv assets
+	@$(STAMP) offline-bundle ansible-playbook -i inventories/demo playbooks/offline-bundle.yml \
+	  -e llm_offline_bundle_dir=$(LLM_BUNDLE_CACHE)/offline-bundle-molecule
+
 promtool:
 	@$(STAMP) promtool bash tests/testhost/fetch-promtool.sh
 
-setup: host-packages venv image ssh-key assets promtool
+setup: host-packages venv image ssh-key assets promtool offline-bundle
 
 lint: venv
 	@$(STAMP) yamllint yamllint --strict .

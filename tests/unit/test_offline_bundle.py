@@ -15,7 +15,13 @@ from pathlib import Path
 
 import llm_bundle_manifest as manifest
 import pytest
-from llm_offline import llm_offline_models
+from llm_offline import (
+    ROLE_DEBS,
+    llm_offline_debs,
+    llm_offline_missing,
+    llm_offline_missing_wheels,
+    llm_offline_models,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("LLM_BUNDLE_CACHE", "/var/cache/llm-bundle"))
@@ -123,6 +129,64 @@ def recap(log: str) -> dict:
 
 
 @pytest.mark.skipif(not (CACHE / "models" / "tiny-embed-gguf").is_dir(), reason="needs the test assets (make assets)")
+def test_debs_every_host_needs_are_base_and_role_packages_each_once():
+    debs = llm_offline_debs(["curl", "nginx"], ["htop"])
+    assert debs == sorted(set(debs))
+    assert {"curl", "htop", "nginx", "python3-apt", "python3-packaging", "nftables", "postgresql"} <= set(debs)
+    assert len(debs) == len(ROLE_DEBS) + 2  # nginx is a role package too
+
+
+def fake_bundle(root: Path):
+    write(root / "MANIFEST.sha256", b"")
+    write(root / "debs" / "Packages", b"Package: curl\nVersion: 1\n\nPackage: nginx\nVersion: 2\n")
+    write(root / "models" / "tiny-gguf" / "SHA256SUMS", b"x  m.gguf\n")
+    write(root / "models" / "embeddings" / "tiny-embed" / "m.gguf", b"no SHA256SUMS beside it")
+    write(root / "llama-server" / "debian12-cpu" / "llm-llama-server_0.3.36-2+debian12.cpu_amd64.deb", b"deb")
+    write(root / "wheels" / "uv-0.13.9-py3-none-manylinux_2_17_x86_64.whl", b"w")
+    write(root / "wheels" / "Jinja2-3.1.6-py3-none-any.whl", b"w")
+    write(root / "wheels" / "torch-2.13.0+cpu-cp311-cp311-linux_x86_64.whl", b"w")
+    return root
+
+
+def test_missing_lists_everything_a_host_needs_that_the_bundle_lacks(tmp_path):
+    bundle = fake_bundle(tmp_path)
+    assert llm_offline_missing(str(bundle), ["curl", "nginx"], ["tiny-gguf"], ["debian12-cpu", "debian12-*"]) == []
+    missing = llm_offline_missing(str(bundle), ["curl", "nftables", "nginx", "redis-server"],
+                                  ["tiny-gguf", "embeddings/tiny-embed", "Qwen2.5-7B-Instruct-GGUF"],
+                                  ["debian12-cuda*", "debian13-*"])
+    assert missing == [
+        "Debian packages: nftables, redis-server",
+        "model folder models/embeddings/tiny-embed (with its SHA256SUMS)",
+        "model folder models/Qwen2.5-7B-Instruct-GGUF (with its SHA256SUMS)",
+        "the llama-server package of variant debian12-cuda* (under llama-server/)",
+        "the llama-server package of variant debian13-* (under llama-server/)",
+    ]
+    # No bundle at all (never exported, or a wrong llm_offline_bundle_dir): one line saying so.
+    assert llm_offline_missing(str(tmp_path / "nowhere"), ["curl"], [], []) == [
+        f"the bundle itself: {tmp_path / 'nowhere'} has no MANIFEST.sha256 (make it with playbooks/offline-bundle.yml)"
+    ]
+
+
+def test_missing_wheels_of_a_lock_by_normalised_name_and_exact_version(tmp_path):
+    bundle = fake_bundle(tmp_path)
+    lock = "\n".join([
+        "# comment",
+        "uv==0.13.9 \\",
+        "    --hash=sha256:" + "a" * 64,
+        "jinja2==3.1.6 \\",                              # Jinja2-3.1.6: names compare normalised
+        "torch==2.13.0+cpu \\",                          # the local label is part of the file name
+        "markupsafe==3.0.2 \\",                          # not in the bundle
+        "pywin32==311 ; sys_platform == 'win32' \\",     # a universal lock's Windows pin: not for the host
+        "uvloop==0.21.0 ; sys_platform != 'win32' \\",   # for the host: missing
+        "jinja2==3.1.5",                                 # another version: missing
+    ])
+    assert llm_offline_missing_wheels(lock, str(bundle)) == ["markupsafe==3.0.2", "uvloop==0.21.0", "jinja2==3.1.5"]
+    assert llm_offline_missing_wheels(lock, str(tmp_path / "nowhere"))[:1] == ["uv==0.13.9"]
+    # The shipped uv lock (universal: every platform's file) needs exactly its one wheel.
+    uv_lock = next((REPO / "roles/python_runtime/files").glob("uv-*.txt")).read_text()
+    assert llm_offline_missing_wheels(uv_lock, str(bundle)) == []
+
+
 def test_export_of_the_demo_inventory_twice_downloads_nothing_the_second_time():
     bundle = CACHE / "offline-bundle-demo"
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), LLM_BUNDLE_CACHE=str(CACHE),

@@ -1,14 +1,15 @@
 """The scenario's modules run in file order, except test_to_fleet.py: it turns the host into a fleet, so it runs
-after every other check of the single host. The engine fixtures several modules share."""
+after every other check of the single host; then test_offline.py, whose count of connection attempts covers them all. The engine fixtures several modules share."""
 
 import pytest
 from test_front import env_value
 
-LAST = ("test_to_fleet.py",)
+LAST = ("test_to_fleet.py", "test_offline.py")
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: item.path.name in LAST)  # stable: the others keep their order
+    # stable: the others keep their order
+    items.sort(key=lambda item: LAST.index(item.path.name) + 1 if item.path.name in LAST else 0)
 
 
 @pytest.fixture(scope="module")
