@@ -92,7 +92,7 @@ PROXIES = ("base_proxy", "python_runtime_proxy")                 # dicts: http_p
 HOST_PATHS = ("exporters_textfile_dir", "exporters_nvidia_smi_path", "monitoring_engine_key_file",
               "monitoring_engine_ca_file",
               "nginx_gateway_dir", "base_opt_dir", "base_state_dir", "base_config_dir",
-              "base_api_key_file",
+              "base_api_key_file", "base_offline_repo_dir",
               "python_runtime_uv_dir", "python_runtime_wheelhouse_dir", "python_runtime_cache_dir",
               "vllm_venv_dir", "vllm_state_dir", "vllm_config_file", "vllm_env_file",
               "vllm_model_path", "llamacpp_model_file", "llamacpp_prefix", "llamacpp_cuda_home",
