@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import tls_files
+from llm_offline import llm_offline_debs
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
@@ -272,3 +273,52 @@ def test_a_one_host_fleet_passes_preflight(tmp_path):
     assert rc == 0, out
     # The layout was computed (this machine's default-route address), and nothing complained.
     assert "TASK [Give each host its part of the fleet]" in out, out
+
+
+def _offline_bundle(root, *, debs=(), models=(), llama=True):
+    """A bundle folder as playbooks/offline-bundle.yml lays it out, holding only what is given."""
+    (root / "debs").mkdir(parents=True)
+    (root / "MANIFEST.sha256").write_text("")
+    (root / "debs" / "Packages").write_text("".join("Package: %s\nVersion: 1\n\n" % d for d in debs))
+    for folder in models:
+        (root / "models" / folder).mkdir(parents=True)
+        (root / "models" / folder / "SHA256SUMS").write_text("0" * 64 + "  LICENSE\n")
+    if llama:
+        (root / "llama-server" / "debian12-cpu").mkdir(parents=True)
+        (root / "llama-server" / "debian12-cpu" / "llm-llama-server_0.3.36-2+debian12.cpu_amd64.deb").write_text("")
+    (root / "wheels").mkdir()
+    return root
+
+
+def test_offline_mode_lists_everything_the_bundle_lacks_before_any_change(tmp_path):
+    bundle = _offline_bundle(tmp_path / "bundle", debs=["curl", "nginx"], llama=False)
+    rc, out = _site(tmp_path, "llm_offline=true", "llm_offline_bundle_dir=%s" % bundle, "llm_engine=llamacpp",
+                    tags="preflight")
+    assert rc != 0, out
+    assert "llm_offline is true but the offline bundle %s lacks what testhost needs" % bundle in out, out
+    flat = " ".join(out.split())
+    assert "Debian packages: acl, ca-certificates, gnupg, iproute2, mtail, nftables," in flat, out  # sorted; curl and nginx are there
+    assert "model folder models/Qwen2.5-7B-Instruct-GGUF (with its SHA256SUMS)" in flat, out  # the plan's GGUF pin
+    assert "model folder models/embeddings/Qwen3-Embedding-0.6B (with its SHA256SUMS)" in flat, out
+    assert "the llama-server package of variant debian12-cpu (under llama-server/)" in flat, out
+    assert "PLAY [Deploy the LLM stack]" not in out, out
+
+
+def test_offline_mode_names_the_wheels_a_venv_lock_lacks(tmp_path):
+    defaults = (REPO / "roles/base/defaults/main.yml").read_text()
+    base = defaults.split("base_packages: [", 1)[1].split("]", 1)[0].split(", ")
+    bundle = _offline_bundle(tmp_path / "bundle", debs=llm_offline_debs(base),
+                             models=["Qwen2.5-7B-Instruct-GGUF", "embeddings/Qwen3-Embedding-0.6B"])
+    rc, out = _site(tmp_path, "llm_offline=true", "llm_offline_bundle_dir=%s" % bundle, "llm_engine=llamacpp",
+                    tags="preflight")
+    assert rc != 0, out
+    assert "lacks what testhost needs" not in out, out  # packages, models and llama-server: all there
+    flat = " ".join(out.split())
+    assert "has no wheel for uv==0.13.9 of uv's lock" in flat, out
+    (bundle / "wheels" / "uv-0.13.9-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl").write_text("")
+    rc, out = _site(tmp_path, "llm_offline=true", "llm_offline_bundle_dir=%s" % bundle, "llm_engine=llamacpp",
+                    tags="preflight")
+    flat = " ".join(out.split())
+    assert rc != 0 and "has no wheel for uv" not in flat, out
+    # Next: the Open WebUI venv's lock, every pin without a wheel named.
+    assert "pin(s) of the open-webui venv's lock" in flat and "open-webui==0.12.4" in flat, out
