@@ -27,11 +27,32 @@ FAILED_LOOKUP = re.compile(
 )
 
 
+def attempts():
+    """Connections the host started since the scenario's prepare step (counted on the controller)."""
+    return int(subprocess.run(["bash", str(REPO / "tests/testhost/offline-network.sh"), "attempts"],
+                              capture_output=True, text=True, check=True).stdout.strip())
+
+
+# First in this module: the checks below make lookups of their own.
+def test_nothing_tried_to_leave(host):
+    assert attempts() == 0, f"the host started {attempts()} connection(s) towards the outside (kernel log: llm-offline attempt)"
+    journal = host.check_output("journalctl --no-pager -o cat | LC_ALL=C tr -cd '\\11\\12\\40-\\176'")
+    assert not FAILED_LOOKUP.findall(journal), [line for line in journal.splitlines() if FAILED_LOOKUP.search(line)][:10]
+    log_path = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "ansible.log"
+    if log_path.exists():
+        log = log_path.read_text(errors="replace")
+        assert "llm_offline" in log or "offline" in log
+        assert not FAILED_LOOKUP.search(log), [line for line in log.splitlines() if FAILED_LOOKUP.search(line)][:10]
+
+
 def test_host_has_no_route_out(host):
     routes = host.check_output("ip -4 route")
     assert "default" not in routes, routes
-    # The Debian archive and the package index: neither a name nor a route.
+    # The Debian archive and the package index: neither a name nor a route. The lookup is an attempt the controller
+    # counts (the count above can see one).
+    before = attempts()
     assert host.run("getent hosts deb.debian.org").rc != 0
+    assert attempts() > before
     probe = host.run("timeout 20 python3 -c \"import socket; socket.create_connection(('151.101.0.223', 443), 5)\"")
     assert probe.rc != 0 and "unreachable" in probe.stderr.lower(), probe.stderr
 
@@ -63,16 +84,3 @@ def test_venvs_and_models_came_from_the_bundle(host):
         sums = (BUNDLE / "models" / bundle_dir / "SHA256SUMS").read_text().rstrip("\n")
         marker = host.file(f"/var/lib/llm/models/{host_dir}/.model_store-staged").content_string.strip()
         assert marker == "controller " + hashlib.sha256(sums.encode()).hexdigest(), (host_dir, marker)
-
-
-def test_nothing_tried_to_leave(host):
-    attempts = subprocess.run(["bash", str(REPO / "tests/testhost/offline-network.sh"), "attempts"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-    assert attempts == "0", f"the host started {attempts} connection(s) towards the outside (kernel log: llm-offline attempt)"
-    journal = host.check_output("journalctl --no-pager -o cat | LC_ALL=C tr -cd '\\11\\12\\40-\\176'")
-    assert not FAILED_LOOKUP.findall(journal), [line for line in journal.splitlines() if FAILED_LOOKUP.search(line)][:10]
-    log_path = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "ansible.log"
-    if log_path.exists():
-        log = log_path.read_text(errors="replace")
-        assert "llm_offline" in log or "offline" in log
-        assert not FAILED_LOOKUP.search(log), [line for line in log.splitlines() if FAILED_LOOKUP.search(line)][:10]
