@@ -215,7 +215,9 @@ def test_index_failing_mid_download_fails_clearly_and_the_site_keeps_serving(hos
         # Only the venv's step of the run (the failure is there; plan and preflight run as always).
         rc, out, _, _ = playbook("site.yml", "--tags", "open_webui_install",
                                  "-e", '{"open_webui_extra_packages": ["tinydb==4.8.0"]}', "-e", 'open_webui_venv_lock=""',
-                                 "-e", "python_runtime_index_url=http://127.0.0.1:9471/simple")
+                                 "-e", "python_runtime_index_url=http://127.0.0.1:9471/simple",
+                                 # The host is air-gapped (offline mode, --no-index): the index is on its loopback.
+                                 "-e", "python_runtime_no_index=false")
     finally:
         host.run("pkill -f /run/flaky_index.py; rm -f /run/flaky_index.py")
     assert rc != 0, "the run passed although the download broke"
