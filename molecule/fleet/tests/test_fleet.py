@@ -61,6 +61,18 @@ def _chat(front, key, headers=None, max_tokens=4):
     return host_http.request(front, GATEWAY + "/v1/chat/completions", headers=all_headers, body=body, timeout=120)
 
 
+def test_hosts_reach_the_index_through_the_trusted_proxy_ca_and_use_debians_sources():
+    # Online hosts (molecule/default's is air-gapped): the base role pushed this machine's proxy CA, so TLS to PyPI
+    # through the proxy verifies; apt's sources are Debian's with the components the bundle needs.
+    for name, host in HOSTS.items():
+        status, _, err = host_http.request(name, "https://pypi.org/simple/pip/", timeout=30)
+        assert status == 200, (name, err)
+        sources = host.file("/etc/apt/sources.list.d/debian.sources")
+        assert sources.contains("Components: main contrib non-free non-free-firmware"), name
+        assert not host.file("/etc/apt/sources.list").exists, name
+        assert not host.file("/etc/apt/sources.list.d/llm-offline.sources").exists, name
+
+
 def test_requests_through_a_front_reach_both_engines(api_key):
     counter = "llamacpp:prompt_tokens_total"
     before = {n: _metric(n, counter) for n in HOSTS}
