@@ -10,10 +10,20 @@ import base64
 import json
 import re
 import secrets
+import shutil
 import time
 
 import pytest
-from test_front import HOST, REPO, curl, curl_json, env_value, host_http, signin
+from test_front import (
+    HOST,
+    REPO,
+    curl,
+    curl_json,
+    env_value,
+    host_http,
+    published_https_port,
+    signin,
+)
 
 testinfra_hosts = [f"podman://{HOST}"]
 
@@ -98,7 +108,9 @@ def engine_prompts_visible(host):
         wait_health(host, ENGINE_BACKEND)
 
 
-def test_a_knowledge_base_document_reaches_the_engines_prompt(host, key, token, engine_prompts_visible):
+def knowledge_base(host, token, key):
+    """A knowledge base holding one uploaded text file with a unique word; (its id, name, the word). The embedding
+    server must have embedded it (its token counter moved)."""
     auth = {"Authorization": f"Bearer {token}"}
     word = "KESTREL" + secrets.token_hex(3).upper()
     text = (f"Harbour office notes.\nThe vault code of the harbour office is {word}.\n"
@@ -112,8 +124,9 @@ def test_a_knowledge_base_document_reaches_the_engines_prompt(host, key, token, 
     assert status == 200, before
     embedded_before = counter(before, "llamacpp:prompt_tokens_total")
 
+    name = f"harbour {word.lower()}"
     status, body = curl_json("/api/v1/knowledge/create", "POST", headers=auth,
-                             body={"name": f"molecule {word}", "description": "RAG check"})
+                             body={"name": name, "description": "RAG check"})
     assert status == 200, body
     knowledge = body["id"]
     # Upload and embed at once (process_in_background=false): the answer comes after the file was processed.
@@ -123,24 +136,80 @@ def test_a_knowledge_base_document_reaches_the_engines_prompt(host, key, token, 
     file_id = json.loads(raw)["id"]
     status, body = curl_json(f"/api/v1/knowledge/{knowledge}/file/add", "POST", headers=auth, body={"file_id": file_id})
     assert status == 200, body
+    host.run(f"rm -f {doc}")
 
     status, after = local(host, base + "/metrics", key=key)
     assert counter(after, "llamacpp:prompt_tokens_total") > embedded_before, "the embedding server embedded nothing"
+    return knowledge, name, word
 
+
+def assert_engine_prompt_holds(host, key, word, question):
+    status, slots = local(host, ENGINE_BACKEND + "/slots", key=key)
+    assert status == 200, slots
+    prompts = [slot.get("prompt", "") for slot in json.loads(slots)]
+    assert any(word in p and question in p for p in prompts), (
+        "no slot of llama-server holds a prompt with the document's text and the question: "
+        + json.dumps([p[-600:] for p in prompts])[:3000])
+
+
+def test_a_knowledge_base_document_reaches_the_engines_prompt(host, key, token, engine_prompts_visible):
+    knowledge, _, word = knowledge_base(host, token, key)
     model = env_value(host, "DEFAULT_MODELS").split(",")[0]
-    status, body = curl_json("/api/chat/completions", "POST", headers=auth, timeout=300, body={
+    status, body = curl_json("/api/chat/completions", "POST", headers={"Authorization": f"Bearer {token}"},
+                             timeout=300, body={
         "model": model, "stream": False, "max_tokens": 8,
         "messages": [{"role": "user", "content": "What is the vault code of the harbour office?"}],
         "files": [{"type": "collection", "id": knowledge}]})
     assert status == 200, body
+    assert_engine_prompt_holds(host, key, word, "What is the vault code")
 
-    status, slots = local(host, ENGINE_BACKEND + "/slots", key=key)
-    assert status == 200, slots
-    prompts = [slot.get("prompt", "") for slot in json.loads(slots)]
-    assert any(word in p and "What is the vault code" in p for p in prompts), (
-        "no slot of llama-server holds a prompt with the document's text and the question: "
-        + json.dumps([p[-600:] for p in prompts])[:3000])
-    host.run(f"rm -f {doc}")
+
+def test_a_knowledge_base_chat_in_the_browser(host, key, token, engine_prompts_visible):
+    """What a person does: in the chat page, type # and pick the knowledge base, then ask; the reply streams in and
+    the engine's prompt held the document. Screenshots: .cache/reports/browser-rag*.png."""
+    from playwright.sync_api import sync_playwright
+
+    _, name, word = knowledge_base(host, token, key)
+    port = published_https_port()
+    assert port, f"{HOST} publishes no HTTPS port (molecule.yml published_ports)"
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is not installed (make host-packages)"
+    shots = REPO / ".cache" / "reports"
+    shots.mkdir(parents=True, exist_ok=True)
+    email = env_value(host, "WEBUI_ADMIN_EMAIL")
+    password = (REPO / ".secrets" / HOST / "open-webui-admin").read_text().strip()
+    question = "Which vault code does the harbour office use?"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900}).new_page()
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(f"https://localhost:{port}/", wait_until="networkidle")
+            page.fill("#email", email)
+            page.fill("#password", password)
+            page.click("button[type=submit]")
+            page.wait_for_url(lambda url: "/auth" not in url)
+            try:
+                page.get_by_role("button", name="Okay, Let's Go!").click(timeout=10_000)
+            except Exception:  # noqa: BLE001 - shown once per user and version; absent later
+                pass
+            page.locator("#chat-input").click()
+            # "#" opens the knowledge menu ("Collections"), filtered by what follows: pick the knowledge base by name.
+            page.keyboard.type("#harbour")
+            page.get_by_text(name, exact=True).first.click()
+            page.screenshot(path=str(shots / "browser-rag-attached.png"))
+            page.locator("#chat-input").click()
+            page.keyboard.type(question)
+            page.keyboard.press("Enter")
+            page.wait_for_url(re.compile(r"/c/[0-9a-f-]+$"))
+            page.locator("button[aria-label=Regenerate]").last.wait_for(timeout=300_000)
+            page.screenshot(path=str(shots / "browser-rag.png"))
+        except Exception:
+            page.screenshot(path=str(shots / "browser-rag-failed.png"))
+            raise
+        finally:
+            browser.close()
+    assert_engine_prompt_holds(host, key, word, question)
 
 
 def test_no_process_of_the_stack_reached_outside(host):
