@@ -22,8 +22,9 @@ def test_every_declared_llm_variable_is_read():
 def test_bundle_spec_holds_only_llm_variables_and_no_facts():
     spec = set(bundle_vars.bundle_spec())
     assert {n for n in spec if not n.startswith("llm_")} == set()
-    # llm_api_key is both: the operator's (vault) or, unset, a fact the base role generates.
-    assert spec & bundle_vars.sets() == {"llm_api_key"}
+    # llm_api_key is both: the operator's (vault) or, unset, a fact the base role generates. llm_lora_adapters too:
+    # offline mode (playbooks/tasks/offline-sources.yml) rewrites each adapter's source to the bundle's folder.
+    assert spec & bundle_vars.sets() == {"llm_api_key", "llm_lora_adapters"}
 
 
 def test_the_collector_sees_jinja_reads_and_skips_attributes_and_plain_text():
