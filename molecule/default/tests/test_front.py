@@ -253,6 +253,17 @@ def published_https_port():
     return out[0].rsplit(":", 1)[1] if out else None
 
 
+def browser_setup():
+    """(the published HTTPS port, Debian's chromium, the screenshot folder) of a browser test."""
+    port = published_https_port()
+    assert port, f"{HOST} publishes no HTTPS port (molecule.yml published_ports)"
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is not installed (make host-packages)"
+    shots = REPO / ".cache" / "reports"
+    shots.mkdir(parents=True, exist_ok=True)
+    return port, chromium, shots
+
+
 def test_chat_typed_in_the_browser_gets_a_reply(host, admin, backend):
     """What a person does: open the page in a real browser (Debian's chromium, driven by Playwright), sign in,
     close the release notes, type "hello", press Enter. The reply must stream in over Open WebUI's websocket and
@@ -260,12 +271,7 @@ def test_chat_typed_in_the_browser_gets_a_reply(host, admin, backend):
     browser chat; with llama-cpp-python this showed an empty reply. Screenshots: .cache/reports/browser-*.png."""
     from playwright.sync_api import sync_playwright
 
-    port = published_https_port()
-    assert port, f"{HOST} publishes no HTTPS port (molecule.yml published_ports)"
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is not installed (make host-packages)"
-    shots = REPO / ".cache" / "reports"
-    shots.mkdir(parents=True, exist_ok=True)
+    port, chromium, shots = browser_setup()
     email, password = admin
     served_before = engine_requests(host, backend)
     sockets = []  # (url, frames received) of every websocket the page opens

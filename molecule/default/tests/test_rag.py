@@ -10,18 +10,17 @@ import base64
 import json
 import re
 import secrets
-import shutil
 import time
 
 import pytest
 from test_front import (
     HOST,
     REPO,
+    browser_setup,
     curl,
     curl_json,
     env_value,
     host_http,
-    published_https_port,
     signin,
 )
 
@@ -170,12 +169,7 @@ def test_a_knowledge_base_chat_in_the_browser(host, key, token, engine_prompts_v
     from playwright.sync_api import sync_playwright
 
     _, name, word = knowledge_base(host, token, key)
-    port = published_https_port()
-    assert port, f"{HOST} publishes no HTTPS port (molecule.yml published_ports)"
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is not installed (make host-packages)"
-    shots = REPO / ".cache" / "reports"
-    shots.mkdir(parents=True, exist_ok=True)
+    port, chromium, shots = browser_setup()
     email = env_value(host, "WEBUI_ADMIN_EMAIL")
     password = (REPO / ".secrets" / HOST / "open-webui-admin").read_text().strip()
     question = "Which vault code does the harbour office use?"
