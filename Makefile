@@ -67,20 +67,15 @@ collection: venv
 sanity: collection
 	@$(STAMP) sanity bash tests/collection/sanity.sh
 
-# Each scenario's output is also kept in .cache/logs/; on a failure its failing checks and errors are printed
-# again at the end, where a CI log's tail shows them.
+# Each scenario's output is also kept in .cache/logs/ (tests/molecule.sh); on a failure its failing checks and errors
+# are printed again at the end, where a CI log's tail shows them.
 molecule: setup
-	@mkdir -p .cache/logs; for s in $(SCENARIOS); do \
-	  $(STAMP) "molecule $$s" bash -c "set -o pipefail; molecule test -s $$s 2>&1 | tee .cache/logs/molecule-$$s.log" || { \
-	    echo "==> molecule $$s failed; its failures (full log: .cache/logs/molecule-$$s.log):"; \
-	    grep -E 'FAILED|ERROR|^[^A-Za-z]*E  ' .cache/logs/molecule-$$s.log | tail -60; \
-	    echo "==> molecule $$s: the last failed tasks, whole:"; \
-	    grep -E -A30 'fatal:' .cache/logs/molecule-$$s.log | tail -120; exit 1; }; done
+	@bash tests/molecule.sh $(SCENARIOS)
 
-# The static checks run beside the scenarios (tests/test-all.sh): the machine's CPU is mostly idle while
-# molecule waits on the test hosts.
+# Two lanes at once (tests/test-all.sh): molecule default alone, and the static checks then the other scenarios;
+# the machine's CPUs are mostly idle while molecule waits on the test hosts.
 test: setup
-	@bash tests/test-all.sh
+	@SCENARIOS="$(SCENARIOS)" bash tests/test-all.sh
 	@echo "make test: all stages passed"
 
 demo: setup
