@@ -33,7 +33,7 @@ image: host-packages
 	@bash tests/testhost/offline-network.sh create
 
 ssh-key:
-	@mkdir -p $(LLM_BUNDLE_CACHE)/ssh $(LLM_BUNDLE_CACHE)/uv-cache && chmod 700 $(LLM_BUNDLE_CACHE)/ssh
+	@mkdir -p $(LLM_BUNDLE_CACHE)/ssh $(LLM_BUNDLE_CACHE)/uv-cache $(LLM_BUNDLE_CACHE)/uv-cache-offline && chmod 700 $(LLM_BUNDLE_CACHE)/ssh
 	@test -s $(LLM_BUNDLE_CACHE)/ssh/id_ed25519 || ssh-keygen -q -t ed25519 -N '' -C llm-bundle-test -f $(LLM_BUNDLE_CACHE)/ssh/id_ed25519
 
 assets:

@@ -23,13 +23,20 @@ PLAYBOOK = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent
 pytestmark = pytest.mark.skipif(PLAYBOOK is None, reason="ansible-playbook not installed")
 
 
-def _site(tmp_path, *extra, tags=None, facts=None, groups=()):
+def _site(tmp_path, *extra, tags=None, facts=None, groups=(), hosts=None):
     """site.yml --check on this machine; facts: cached host facts (as another OS would report them);
-    groups: inventory groups testhost is also in (llm_engines, llm_fronts: a fleet)."""
-    inv = tmp_path / "hosts.ini"
-    inv.write_text("[llm_hosts]\ntesthost ansible_connection=local ansible_python_interpreter=%s "
-                   "gpu_facts_sysfs_root=%s\n" % (sys.executable, tmp_path)
-                   + "".join("[%s]\ntesthost\n" % g for g in groups))
+    groups: inventory groups testhost is also in (llm_engines, llm_fronts: a fleet); hosts: instead of testhost,
+    these local hosts, each with its host vars ({name: vars})."""
+    if hosts is None:
+        inv = tmp_path / "hosts.ini"
+        inv.write_text("[llm_hosts]\ntesthost ansible_connection=local ansible_python_interpreter=%s "
+                       "gpu_facts_sysfs_root=%s\n" % (sys.executable, tmp_path)
+                       + "".join("[%s]\ntesthost\n" % g for g in groups))
+    else:
+        inv = tmp_path / "hosts.json"
+        local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                 "gpu_facts_sysfs_root": str(tmp_path)}
+        inv.write_text(json.dumps({"llm_hosts": {"hosts": {h: dict(local, **v) for h, v in hosts.items()}}}))
     # ANSIBLE_CACHE_PLUGIN: no facts from ansible.cfg's jsonfile cache (.cache/facts) or into it.
     env = dict(os.environ, ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_NOCOLOR="1",
                ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"),
@@ -52,7 +59,12 @@ def _site(tmp_path, *extra, tags=None, facts=None, groups=()):
     return proc.returncode, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("bad,needle", [
+#: (bad variables, what the refusal must say). One ansible-playbook run checks most of them (wrong_variables_run):
+#: one local host per case, the bad values its host vars; each host fails on its own in preflight. A case on its
+#: own run, its values given with -e as an operator would: the planner's range checks (they stop every host at
+#: once: plan.yml's any_errors_fatal) and the model source (the offline model source of the run is given with -e,
+#: which outranks host vars).
+WRONG_VARIABLES = [
     ("base_apt_cache_valid_time=soon", "base_apt_cache_valid_time"),
     ('{"base_debian_components": ["main", "universe"]}', "base_debian_components"),
     ("python_runtime_index_strategy=fastest", "python_runtime_index_strategy"),
@@ -82,12 +94,61 @@ def _site(tmp_path, *extra, tags=None, facts=None, groups=()):
      % REPO, "lock made for Python 3.11 (venv: 3.12)"),
     ("open_webui_venv_lock= python_runtime_locks_required=true",
      "python_runtime_locks_required is true and the open-webui venv"),
-])
-def test_wrong_variable_stops_site_before_the_deploy_play(tmp_path, bad, needle):
+]
+OWN_RUN = ("llm_max_model_len", "llm_gpu_memory_utilization", "model_store_")
+
+
+def _as_vars(*settings):
+    """-e style settings ("k=v k2=v2", strings as -e gives them, or JSON) as one dict, later ones winning."""
+    merged = {}
+    for setting in settings:
+        merged.update(json.loads(setting) if setting.startswith("{") else
+                      dict(kv.split("=", 1) for kv in setting.split(" ")))
+    return merged
+
+
+def _host_output(out, host):
+    """The lines of a run's output about one host ([host], or [host -> localhost] for a delegated task): its result
+    lines and everything indented under them."""
+    lines, keep = [], False
+    for line in out.splitlines():
+        if line[:1] not in (" ", ""):
+            keep = ("[%s]" % host in line or "[%s -> " % host in line) and not line.startswith(("TASK", "PLAY"))
+        if keep:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def wrong_variables_run(tmp_path_factory):
+    """run(bad) -> (rc, whole output, this case's host's output) of the run that holds the case."""
+    tmp = tmp_path_factory.mktemp("wrong-variables")
     # An offline model source: preflight sizes the model, and this machine cannot reach the Hub.
-    rc, out = _site(tmp_path, _offline_model(tmp_path), bad)
+    model = _offline_model(tmp)
+    cases = {"case%02d" % i: bad for i, (bad, _) in enumerate(WRONG_VARIABLES)}
+    done = {}
+
+    def run(bad):
+        host = next(h for h, b in cases.items() if b == bad)
+        own = any(v in bad for v in OWN_RUN)
+        group = (host,) if own else tuple(h for h, b in cases.items() if not any(v in b for v in OWN_RUN))
+        if group not in done:
+            folder = tmp / ("-".join(group) if own else "batch")
+            folder.mkdir()
+            done[group] = (_site(folder, model, bad, hosts={host: {}}) if own else
+                           _site(folder, model, hosts={h: _as_vars(cases[h]) for h in group}))
+        rc, out = done[group]
+        return rc, out, _host_output(out, host)
+
+    return run
+
+
+@pytest.mark.parametrize("bad,needle", WRONG_VARIABLES)
+def test_wrong_variable_stops_site_before_the_deploy_play(wrong_variables_run, bad, needle):
+    rc, out, mine = wrong_variables_run(bad)
     assert rc != 0, out
-    assert needle in out, out
+    # Joined as one line, quotes as written (the YAML result format wraps long messages and doubles quotes).
+    assert needle in " ".join(mine.split()).replace("''", "'"), out
     assert "PLAY [Deploy the LLM stack]" not in out, out
 
 
