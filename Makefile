@@ -72,8 +72,8 @@ sanity: collection
 molecule: setup
 	@bash tests/molecule.sh $(SCENARIOS)
 
-# Two lanes at once (tests/test-all.sh): molecule default alone, and the static checks then the other scenarios;
-# the machine's CPUs are mostly idle while molecule waits on the test hosts.
+# Three lanes at once (tests/test-all.sh): molecule default; the static checks then fleet; the light scenarios
+# (vllm, driver, trixie). Molecule often waits on the test hosts, leaving the CPUs idle.
 test: setup
 	@SCENARIOS="$(SCENARIOS)" bash tests/test-all.sh
 	@echo "make test: all stages passed"
