@@ -56,7 +56,7 @@ lint: venv
 	@$(STAMP) ruff ruff check .
 
 unit: venv promtool
-	@$(STAMP) unit pytest -q -n auto tests/unit
+	@$(STAMP) unit pytest -q -n auto --durations=15 tests/unit
 
 docs: venv
 	@bash tests/docs/regenerate.sh

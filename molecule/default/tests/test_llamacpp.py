@@ -30,7 +30,9 @@ MODEL = "tiny-qwen2.5-instruct"
 LORA = "tiny-lora"
 ADAPTER_FILE = "/var/lib/llm/models/adapters/tiny-lora/tiny-qwen2.5-instruct-lora-f16.gguf"
 PACKAGE_DIR = "/opt/llm/packages/llama-server/debian12-cpu"
-REPORT = REPO / ".cache" / "reports" / "llm-plan.md"
+# The scenario's own plan report (molecule.yml: LLM_PLAN_REPORT_DIR; scenarios run at once in `make test`); `make
+# demo`'s is the repo's.
+REPORT = Path(os.environ.get("LLM_PLAN_REPORT_DIR") or REPO / ".cache" / "reports") / "llm-plan.md"
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather of a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
