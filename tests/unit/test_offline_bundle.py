@@ -2,9 +2,11 @@
 (plugins/filter/llm_offline.py) and playbooks/offline-bundle.yml itself, run twice against the demo inventory on this
 controller: the second export downloads nothing and changes nothing, and `sha256sum -c MANIFEST.sha256` passes.
 
-The playbook test exports into the bundle `make setup` made ($LLM_BUNDLE_CACHE/offline-bundle-molecule, the demo
-inventory's, which molecule/default's air-gapped host installs from): that export is the second, and must change
-nothing. Without that bundle (pytest run alone) it exports twice; the first reaches the Debian archive and the index.
+The playbook test exports into its own bundle ($LLM_BUNDLE_CACHE/offline-bundle-unit), never into the one molecule's
+air-gapped host installs from (offline-bundle-molecule, which `make setup` makes): `make test` runs this beside
+molecule default, and an export that found a newer package in the archive (a security update published in the
+meantime) re-signed that bundle's index between default's converge and its idempotence run. A missing unit bundle
+starts as a copy of molecule's (or empty); the first export brings it up to date, the second must change nothing.
 """
 
 import hashlib
@@ -189,14 +191,16 @@ def test_missing_wheels_of_a_lock_by_normalised_name_and_exact_version(tmp_path)
 
 
 def test_export_of_the_demo_inventory_twice_downloads_nothing_the_second_time():
-    bundle = CACHE / "offline-bundle-molecule"
+    bundle = CACHE / "offline-bundle-unit"
+    seed = CACHE / "offline-bundle-molecule"
+    if not bundle.exists() and (seed / "MANIFEST.sha256").is_file():
+        subprocess.run(["cp", "-a", "--reflink=auto", str(seed), str(bundle)], check=True)
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), LLM_BUNDLE_CACHE=str(CACHE),
                ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
     cmd = ["ansible-playbook", "-i", str(REPO / "inventories" / "demo"), str(REPO / "playbooks" / "offline-bundle.yml"),
            "-e", f"llm_offline_bundle_dir={bundle}"]
-    if not (bundle / "MANIFEST.sha256").is_file():
-        first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=3000)
-        assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
+    first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=3000)
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
     second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=3000)
     assert second.returncode == 0, second.stdout[-6000:] + second.stderr[-3000:]
     assert recap(second.stdout)["changed"] == 0, second.stdout[-6000:]
