@@ -11,6 +11,10 @@ for s in "$@"; do
     {
       echo "==> molecule $s: the last failed tasks, whole:"
       grep -E -A30 'fatal:' ".cache/logs/molecule-$s.log" | tail -120
+      # molecule's own list of them can be lost (its parser of the run's output raised AttributeError once).
+      echo "==> molecule $s: tasks that changed in its idempotence run:"
+      awk '/idempotence.*Executing/{f=1} /idempotence.*Executed/{f=0} f && /TASK \[/{t=$0} f && /changed: \[/{print t}' ".cache/logs/molecule-$s.log" \
+        | sed 's/\x1b\[[0-9;]*m//g' | tail -40
       echo "==> molecule $s failed; its failures (full log: .cache/logs/molecule-$s.log):"
       grep -E 'FAILED|ERROR|^[^A-Za-z]*E  ' ".cache/logs/molecule-$s.log" | tail -60
     } | tee ".cache/logs/failures-$s.txt"
