@@ -199,8 +199,13 @@ def test_export_of_the_demo_inventory_twice_downloads_nothing_the_second_time():
                ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
     cmd = ["ansible-playbook", "-i", str(REPO / "inventories" / "demo"), str(REPO / "playbooks" / "offline-bundle.yml"),
            "-e", f"llm_offline_bundle_dir={bundle}"]
+    # The first export signs the index again (gpg starts an agent for the bundle's keyring, which must not stay).
+    (bundle / "debs" / "InRelease").unlink(missing_ok=True)
     first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=3000)
     assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
+    assert (bundle / "debs" / "InRelease").is_file()
+    agents = subprocess.run(["pgrep", "-af", f"gpg-agent --homedir {bundle}/.gnupg"], capture_output=True, text=True)
+    assert agents.stdout == "", agents.stdout
     second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=3000)
     assert second.returncode == 0, second.stdout[-6000:] + second.stderr[-3000:]
     assert recap(second.stdout)["changed"] == 0, second.stdout[-6000:]
