@@ -190,6 +190,12 @@ def test_missing_wheels_of_a_lock_by_normalised_name_and_exact_version(tmp_path)
     assert llm_offline_missing_wheels(uv_lock, str(bundle)) == []
 
 
+def export(cmd: list, env: dict) -> subprocess.CompletedProcess:
+    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=3000)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    return run
+
+
 def test_export_of_the_demo_inventory_twice_downloads_nothing_the_second_time():
     bundle = CACHE / "offline-bundle-unit"
     seed = CACHE / "offline-bundle-molecule"
@@ -201,13 +207,11 @@ def test_export_of_the_demo_inventory_twice_downloads_nothing_the_second_time():
            "-e", f"llm_offline_bundle_dir={bundle}"]
     # The first export signs the index again (gpg starts an agent for the bundle's keyring, which must not stay).
     (bundle / "debs" / "InRelease").unlink(missing_ok=True)
-    first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=3000)
-    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
+    export(cmd, env)
     assert (bundle / "debs" / "InRelease").is_file()
     agents = subprocess.run(["pgrep", "-af", f"gpg-agent --homedir {bundle}/.gnupg"], capture_output=True, text=True)
     assert agents.stdout == "", agents.stdout
-    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=3000)
-    assert second.returncode == 0, second.stdout[-6000:] + second.stderr[-3000:]
+    second = export(cmd, env)
     assert recap(second.stdout)["changed"] == 0, second.stdout[-6000:]
     # Nothing fetched: apt had every package, pip every wheel (it says "Saved" for each download), the models
     # were staged (no copy task ran).
