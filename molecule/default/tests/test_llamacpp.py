@@ -267,6 +267,48 @@ def test_two_requests_are_decoded_together(host, api_key):
     assert busy >= 2, "never saw two slots processing at once"
 
 
+def test_a_restart_with_a_request_in_flight_does_not_wait_for_the_stop_timeout(host, api_key):
+    # llama-server's first SIGTERM cancels every request and then waits for their clients, which a client still
+    # waiting for its answer (here the LoRA router's connection) never ends: the stop hung for TimeoutStopSec (60 s)
+    # and ended in SIGKILL. The unit's ExecStop gives it 5 s, then systemd's SIGTERM (its second) ends it at once.
+    # One shell on the host: the restart follows the first sight of a busy slot within milliseconds.
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Count"}],
+                       "max_tokens": 3500, "ignore_eos": True})
+    host.run("install -m 600 /dev/null /root/.llamacpp-test-auth && "
+             "printf 'Authorization: Bearer %%s\\n' %s > /root/.llamacpp-test-auth" % _q(api_key))
+    script = f"""
+        auth='-H @/root/.llamacpp-test-auth'
+        cursor=$(journalctl -u llamacpp -n0 --show-cursor | sed -n 's/^-- cursor: //p')
+        curl -s -o /dev/null -w '%{{http_code}}' -m 120 $auth -H 'Content-Type: application/json' \\
+          --data-binary {_q(body)} {BASE}/v1/chat/completions > /tmp/llamacpp-inflight.code &
+        client=$!
+        busy=no
+        for _ in $(seq 400); do
+          if curl -s -m 5 $auth {BASE}/slots | grep -Eq '"is_processing": ?true'; then busy=yes; break; fi
+          sleep 0.02
+        done
+        start=$(date +%s%N)
+        systemctl restart llamacpp
+        echo "busy=$busy took_ms=$(( ($(date +%s%N) - start) / 1000000 ))"
+        wait $client
+        echo "client=$(cat /tmp/llamacpp-inflight.code)"
+        journalctl -u llamacpp --after-cursor "$cursor" --no-pager -o cat
+    """
+    out = host.check_output("bash -c %s", script)
+    # This start counts towards the unit's start limit (5 in 10 min) that later checks' restarts share: reset it.
+    host.run("rm -f /root/.llamacpp-test-auth /tmp/llamacpp-inflight.code; systemctl reset-failed llamacpp")
+    deadline = time.time() + 120
+    while time.time() < deadline and curl(host, "/health", timeout=10)[0] != 200:
+        time.sleep(1)
+    facts = dict(re.findall(r"\b(busy|took_ms|client)=(\S*)", out))
+    assert facts.get("busy") == "yes", f"no slot was busy before the restart:\n{out[-3000:]}"
+    assert facts.get("client") != "200", f"the request was answered: it was not in flight at the restart\n{out[-3000:]}"
+    assert "'stop-sigterm' timed out" not in out and "signal SIGKILL" not in out, \
+        f"systemd had to kill llama-server:\n{out[-3000:]}"
+    assert int(facts["took_ms"]) < 30000, f"the restart took {facts['took_ms']} ms:\n{out[-3000:]}"
+    assert curl(host, "/health", timeout=10)[0] == 200, "llama-server did not come back after the restart"
+
+
 def test_api_key_is_on_no_command_line_and_in_no_unit(host, api_key):
     with host.sudo():
         cmdlines = host.check_output("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '; true")
