@@ -5,10 +5,9 @@
 # Expects `make setup` done (no setup step here: two lanes of tests/test-all.sh call this at once).
 #
 # A scenario whose test hosts podman failed to create (its `create` step failed: nothing of ours ran yet) is run
-# once more, after printing what podman said. Debian 12's podman 4.3 / netavark 1.4 set up a container's network
-# with iptables and no lock shared between podman processes; lanes create, restart and remove test hosts at the
-# same time (CI at a09fdf4: "Container llm-driver exited with code ..." while creating, on a run that passed twice
-# before). Any other failure is a failure.
+# once more, after printing what podman said and what holds the scenarios' SSH ports. CI at a09fdf4 failed so
+# ("Container llm-driver exited with code ...", on a commit that passed twice before; the cause was not kept: the
+# lanes create, restart and remove test hosts at once with Debian 12's podman 4.3). Any other failure is a failure.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 mkdir -p .cache/logs

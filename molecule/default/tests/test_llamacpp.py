@@ -69,6 +69,14 @@ def _q(s):
     return "'" + s.replace("'", "'\"'\"'") + "'"
 
 
+AUTH_FILE = "/root/.llamacpp-test-auth"
+
+
+def write_auth_file(host, api_key):
+    """The key as a curl header file on the host (curl -H @file): never on a command line."""
+    host.run(f"install -m 600 /dev/null {AUTH_FILE} && printf 'Authorization: Bearer %s\\n' {_q(api_key)} > {AUTH_FILE}")
+
+
 def test_service_is_enabled_and_running_as_its_own_user(host):
     svc = host.service("llamacpp")
     assert svc.is_enabled
@@ -247,9 +255,8 @@ def test_two_requests_are_decoded_together(host, api_key):
     # The key travels in a header file (curl -H @file), never on a command line.
     body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Count"}],
                        "max_tokens": 3000, "ignore_eos": True})
-    host.run("install -m 600 /dev/null /root/.llamacpp-test-auth && "
-             "printf 'Authorization: Bearer %%s\\n' %s > /root/.llamacpp-test-auth" % _q(api_key))
-    one = ("curl -s -o /dev/null -m 120 -H @/root/.llamacpp-test-auth "
+    write_auth_file(host, api_key)
+    one = (f"curl -s -o /dev/null -m 120 -H @{AUTH_FILE} "
            "-H 'Content-Type: application/json' --data-binary %s %s/v1/chat/completions"
            % (_q(body), BASE))
     host.run("rm -f /tmp/llamacpp-two.done; ( %s & %s & wait; touch /tmp/llamacpp-two.done ) "
@@ -263,7 +270,7 @@ def test_two_requests_are_decoded_together(host, api_key):
     deadline = time.time() + 150
     while time.time() < deadline and not host.file("/tmp/llamacpp-two.done").exists:
         time.sleep(1)
-    host.run("rm -f /root/.llamacpp-test-auth")
+    host.run(f"rm -f {AUTH_FILE}")
     assert busy >= 2, "never saw two slots processing at once"
 
 
@@ -274,10 +281,9 @@ def test_a_restart_with_a_request_in_flight_does_not_wait_for_the_stop_timeout(h
     # One shell on the host: the restart follows the first sight of a busy slot within milliseconds.
     body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Count"}],
                        "max_tokens": 3500, "ignore_eos": True})
-    host.run("install -m 600 /dev/null /root/.llamacpp-test-auth && "
-             "printf 'Authorization: Bearer %%s\\n' %s > /root/.llamacpp-test-auth" % _q(api_key))
+    write_auth_file(host, api_key)
     script = f"""
-        auth='-H @/root/.llamacpp-test-auth'
+        auth='-H @{AUTH_FILE}'
         cursor=$(journalctl -u llamacpp -n0 --show-cursor | sed -n 's/^-- cursor: //p')
         curl -s -o /dev/null -w '%{{http_code}}' -m 120 $auth -H 'Content-Type: application/json' \\
           --data-binary {_q(body)} {BASE}/v1/chat/completions > /tmp/llamacpp-inflight.code &
@@ -296,7 +302,7 @@ def test_a_restart_with_a_request_in_flight_does_not_wait_for_the_stop_timeout(h
     """
     out = host.check_output("bash -c %s", script)
     # This start counts towards the unit's start limit (5 in 10 min) that later checks' restarts share: reset it.
-    host.run("rm -f /root/.llamacpp-test-auth /tmp/llamacpp-inflight.code; systemctl reset-failed llamacpp")
+    host.run(f"rm -f {AUTH_FILE} /tmp/llamacpp-inflight.code; systemctl reset-failed llamacpp")
     deadline = time.time() + 120
     while time.time() < deadline and curl(host, "/health", timeout=10)[0] != 200:
         time.sleep(1)
